@@ -1,0 +1,54 @@
+"""Canonical plain-data form of a Catalog: the basis of its fingerprint, its JSON and of diffs."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from compiler.money import plain
+from compiler.timeutil import Duration
+
+
+def to_plain(value: Any) -> Any:
+    """Recursively convert catalog values to JSON-safe data (Decimal as exact strings, sets sorted)."""
+    if isinstance(value, Decimal):
+        return plain(value)
+    if isinstance(value, Duration):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, tuple | list):
+        return [to_plain(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def catalog_content(catalog: Any) -> dict[str, Any]:
+    """Everything that is published, without project settings or the fingerprint itself."""
+    data = to_plain(catalog)
+    data.pop("fingerprint", None)
+    data.pop("settings", None)
+    return data  # type: ignore[no-any-return]
+
+
+def fingerprint(catalog: Any) -> str:
+    content = catalog_content(catalog)
+    # Prices come from YAML mappings, whose key order means nothing: `{USD: 19, INR: 1499}` is the
+    # same price list as `{INR: 1499, USD: 19}`, so it must give the same fingerprint.
+    for section in ("plans", "packages"):
+        for entity in (content.get(section) or {}).values():
+            entity["prices"] = sorted(
+                entity["prices"], key=lambda p: (p["cycle"], p["currency"], p["region"] or "")
+            )
+    encoded = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(encoded.encode("utf-8")).hexdigest()

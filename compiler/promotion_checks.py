@@ -1,0 +1,216 @@
+"""Checks across promotions: code clashes, stacking conflicts, and the discount and end-date policies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from itertools import combinations
+
+from compiler.build_settings import ProjectSettings
+from compiler.catalog import Plan, Promotion, TokenPackage
+from compiler.context import BuildContext
+from compiler.yaml_loader import LoadedDocument
+
+_FAR_PAST = datetime.fromisoformat("0001-01-02T00:00:00+00:00")
+_FAR_FUTURE = datetime.fromisoformat("9999-12-30T00:00:00+00:00")
+
+
+def check_promotions(
+    ctx: BuildContext,
+    promotions: dict[str, Promotion],
+    docs: dict[str, LoadedDocument],
+    plans: dict[str, Plan],
+    packages: dict[str, TokenPackage],
+    project: ProjectSettings,
+) -> None:
+    codes: dict[str, str] = {}
+    for promo in promotions.values():
+        doc = docs[promo.id]
+        if promo.vanity_code:
+            if promo.vanity_code in codes:
+                ctx.error(
+                    doc,
+                    ("codes", "vanity"),
+                    "codes.duplicate",
+                    f"code {promo.vanity_code} is already used by promotion {codes[promo.vanity_code]!r}",
+                    hint="codes are case-insensitive and unique across all promotions",
+                )
+            codes[promo.vanity_code] = promo.id
+        if promo.status == "active":
+            _discount_policy(ctx, doc, promo, plans, packages)
+            written_end = isinstance(doc.data.get("schedule"), dict) and "ends" in doc.data["schedule"]
+            if promo.schedule.ends is None and not promo.schedule.yearly and not written_end:
+                ctx.policy(
+                    "promotion_without_end",
+                    f"promotion:{promo.id}",
+                    doc,
+                    ("schedule",),
+                    f"promotion {promo.id!r} has no end date",
+                    hint="add schedule.ends, or suppress with a reason if it is meant to run forever",
+                )
+    prefixes = {
+        p.id: p.code_batch.prefix for p in promotions.values() if p.code_batch and p.code_batch.prefix
+    }
+    for (first, first_prefix), (second, second_prefix) in combinations(sorted(prefixes.items()), 2):
+        if first_prefix.startswith(second_prefix) or second_prefix.startswith(first_prefix):
+            ctx.warning(
+                docs[second],
+                ("codes", "generate", "prefix"),
+                "codes.prefix-overlap",
+                f"prefix {second_prefix!r} overlaps {first_prefix!r} of promotion {first!r}",
+                hint="codes stay unique either way, but distinct prefixes tell support which offer a "
+                "code belongs to",
+            )
+    _stacking(ctx, [p for p in promotions.values() if p.status == "active"], docs, project)
+
+
+def _max_percent(
+    promo: Promotion, plans: dict[str, Plan], packages: dict[str, TokenPackage]
+) -> Decimal | None:
+    """The largest discount the promotion gives against any list price it applies to, in percent."""
+    discount = promo.discount
+    if discount.kind == "percent_off":
+        return discount.percent
+    if discount.kind not in ("amount_off", "fixed_price"):
+        return None
+    list_prices: dict[str, list[Decimal]] = {}
+    if promo.is_bundle:
+        totals: dict[str, Decimal] = {}
+        for currency in discount.amounts:
+            total = Decimal(0)
+            for item in promo.applies_to.bundle:
+                price = None
+                if item.plan and item.plan in plans and item.cycle:
+                    price = plans[item.plan].price(item.cycle, currency)
+                elif item.package and item.package in packages:
+                    price = packages[item.package].price(currency)
+                if price is None:
+                    break
+                total += price.amount * item.quantity
+            else:
+                totals[currency] = total
+        list_prices = {c: [t] for c, t in totals.items()}
+    else:
+        for plan_id in promo.applies_to.plans:
+            for price in plans[plan_id].prices if plan_id in plans else ():
+                if not promo.applies_to.cycles or price.cycle in promo.applies_to.cycles:
+                    list_prices.setdefault(price.currency, []).append(price.amount)
+        for package_id in promo.applies_to.packages:
+            for price in packages[package_id].prices if package_id in packages else ():
+                list_prices.setdefault(price.currency, []).append(price.amount)
+    worst: Decimal | None = None
+    for currency, amount in discount.amounts.items():
+        for listed in list_prices.get(currency, []):
+            if listed <= 0:
+                continue
+            off = amount if discount.kind == "amount_off" else listed - amount
+            percent = max(Decimal(0), min(off, listed)) / listed * 100
+            worst = percent if worst is None else max(worst, percent)
+    return worst
+
+
+def _discount_policy(
+    ctx: BuildContext,
+    doc: LoadedDocument,
+    promo: Promotion,
+    plans: dict[str, Plan],
+    packages: dict[str, TokenPackage],
+) -> None:
+    policy = ctx.policies.get("max_discount_percent")
+    if policy is None or policy.limit is None:
+        return
+    percent = _max_percent(promo, plans, packages)
+    if percent is not None and percent > policy.limit:
+        if promo.approval and (
+            promo.approval.up_to_percent is None or promo.approval.up_to_percent >= percent
+        ):
+            return
+        ctx.policy(
+            "max_discount_percent",
+            f"promotion:{promo.id}",
+            doc,
+            ("discount",),
+            f"promotion {promo.id!r} gives up to {percent.quantize(Decimal('0.1'))}% off, above the "
+            f"{policy.limit}% limit",
+            hint="lower the discount, or add `approval:` with approved_by and reason",
+        )
+
+
+def _window(promo: Promotion) -> tuple[datetime, datetime]:
+    return promo.schedule.starts or _FAR_PAST, promo.schedule.ends or _FAR_FUTURE
+
+
+def _targets(promo: Promotion, plans: dict[str, Plan] | None = None) -> set[str]:
+    del plans
+    cycles = promo.applies_to.cycles or ("*",)
+    items = {f"plan:{p}/{c}" for p in promo.applies_to.plans for c in cycles}
+    items |= {f"package:{p}" for p in promo.applies_to.packages}
+    return items
+
+
+def _overlap(first: set[str], second: set[str]) -> set[str]:
+    common = first & second
+    for item in first:
+        if item.endswith("/*"):
+            base = item[:-1]
+            common |= {other for other in second if other.startswith(base)}
+    for item in second:
+        if item.endswith("/*"):
+            base = item[:-1]
+            common |= {other for other in first if other.startswith(base)}
+    return common
+
+
+def _audiences_overlap(first: Promotion, second: Promotion) -> bool:
+    """Whether one customer could be eligible for both; targeted offers count as reaching different people."""
+    one, two = first.eligibility, second.eligibility
+    if (
+        one.segments
+        or two.segments
+        or one.customer_ids
+        or two.customer_ids
+        or one.plans_held
+        or two.plans_held
+    ):
+        return False
+    if {one.customers, two.customers} == {"new", "existing"}:
+        return False
+    regions_a, regions_b = set(one.regions), set(two.regions)
+    return not regions_a or not regions_b or bool(regions_a & regions_b)
+
+
+def _stacking(
+    ctx: BuildContext, promotions: list[Promotion], docs: dict[str, LoadedDocument], project: ProjectSettings
+) -> None:
+    del project
+    for first, second in combinations(sorted(promotions, key=lambda p: p.id), 2):
+        if first.is_bundle or second.is_bundle or not (first.auto_applies and second.auto_applies):
+            continue
+        if first.schedule.yearly or second.schedule.yearly:
+            continue  # recurring windows are compared at quote time, year by year
+        start_a, end_a = _window(first)
+        start_b, end_b = _window(second)
+        if not (start_a < end_b and start_b < end_a) or not _audiences_overlap(first, second):
+            continue
+        common = _overlap(_targets(first), _targets(second))
+        if not common:
+            continue
+        where = ", ".join(sorted(common))
+        if first.stackable and second.stackable and first.priority == second.priority:
+            ctx.warning(
+                docs[second.id],
+                ("stacking", "priority"),
+                "promotion.stacking-order",
+                f"stacks with {first.id!r} on {where} at the same priority {first.priority}: "
+                "the order of the two discounts is ambiguous",
+                hint="give them different priorities",
+            )
+        elif not (first.stackable and second.stackable):
+            ctx.warning(
+                docs[second.id],
+                ("stacking",),
+                "promotion.stacking-conflict",
+                f"applies automatically to {where} at the same time as {first.id!r}, and at least one "
+                "of them is exclusive: only the better offer for the customer applies",
+                hint="make both stackable, narrow their targets, or separate their schedules",
+            )
