@@ -175,7 +175,8 @@ def _eligibility(ctx: BuildContext, doc: LoadedDocument, spec: dict[str, Any]) -
     customers_file = spec.get("customers_file")
     ids: tuple[str, ...] = ()
     if customers_file:
-        ids = _read_customer_list(ctx, doc, customers_file)
+        # Sorted: a list's row order means nothing, and the database keeps no order either.
+        ids = tuple(sorted(_read_customer_list(ctx, doc, customers_file)))
     return Eligibility(
         spec.get("customers", "any"),
         tuple(spec.get("regions") or ()),

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,8 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, Duration):
         return str(value)
     if isinstance(value, datetime):
-        return value.isoformat()
+        # One instant, one spelling: `+05:30` in config and UTC read back from PostgreSQL must compare equal.
+        return value.astimezone(UTC).isoformat()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

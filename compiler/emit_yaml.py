@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,7 @@ from compiler.catalog import (
     TokenPackage,
 )
 from compiler.money import plain
+from compiler.timeutil import zone
 
 
 class _Dumper(yaml.SafeDumper):
@@ -474,8 +476,8 @@ def promotion_files(promo: Promotion) -> dict[str, str]:
             ),
             "schedule": _drop_empty(
                 {
-                    "starts": schedule.starts.isoformat() if schedule.starts else None,
-                    "ends": schedule.ends.isoformat() if schedule.ends else None,
+                    "starts": _local(schedule.starts, schedule.timezone),
+                    "ends": _local(schedule.ends, schedule.timezone),
                     "timezone": schedule.timezone,
                     "recurrence": "yearly" if schedule.yearly else None,
                 }
@@ -500,6 +502,13 @@ def promotion_files(promo: Promotion) -> dict[str, str]:
         data,
     )
     return files
+
+
+def _local(moment: datetime | None, timezone: str | None) -> str | None:
+    """A schedule time as people wrote it: in the schedule's own time zone, with its offset."""
+    if moment is None:
+        return None
+    return (moment.astimezone(zone(timezone)) if timezone else moment).isoformat()
 
 
 def _cta(cta: Cta | None) -> dict[str, Any] | None:
