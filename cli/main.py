@@ -10,6 +10,9 @@ from typing import Annotated
 
 import typer
 
+from cli.db_commands import db_app
+from cli.errors import CommandError, report_error
+from cli.options import ConfigOption, OutputFormat
 from cli.output import (
     EXIT_CHANGES,
     EXIT_ERROR,
@@ -19,6 +22,7 @@ from cli.output import (
     stderr_console,
     stdout_console,
 )
+from database.errors import DatabaseError
 
 app = typer.Typer(
     name="tariff",
@@ -29,22 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-ConfigOption = Annotated[
-    Path,
-    typer.Option(
-        "--config",
-        "-c",
-        help="The config directory (the one holding tariff.yaml).",
-        envvar="TARIFF_CONFIG",
-        show_default=True,
-    ),
-]
-
-
-class OutputFormat(StrEnum):
-    text = "text"
-    json = "json"
 
 
 class DiffFormat(StrEnum):
@@ -132,6 +120,9 @@ def diff(
         raise typer.Exit(code)
 
 
+app.add_typer(db_app, name="db")
+
+
 def main() -> None:
     """Entry point. Usage errors exit 1, as exit 2 means "changes present" under `--detailed-exitcode`."""
     try:
@@ -141,6 +132,9 @@ def main() -> None:
         if code == EXIT_CHANGES and not changes_signalled():
             code = EXIT_ERROR
         sys.exit(code)
+    except (CommandError, DatabaseError) as exc:
+        report_error(stderr_console(), exc.message, exc.fix)
+        sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         stderr_console().print("interrupted")
         sys.exit(EXIT_ERROR)

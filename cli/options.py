@@ -1,0 +1,49 @@
+"""Options shared by every command, so each one spells them the same way."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="The config directory (the one holding tariff.yaml).",
+        envvar="TARIFF_CONFIG",
+        show_default=True,
+    ),
+]
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+OutputFormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+
+
+EnvOption = Annotated[
+    str | None,
+    typer.Option(
+        "--env",
+        "-e",
+        help="Environment from tariff.yaml `environments` (its database and PayU settings).",
+        envvar="TARIFF_ENV",
+        show_default=False,
+    ),
+]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="PostgreSQL URL, overriding TARIFF_DATABASE_URL and --env. Without "
+        "either, Tariff uses its embedded server under .tariff/ next to the config.",
+        show_default=False,
+    ),
+]
