@@ -66,7 +66,7 @@ def _emit(result: CatalogDiff, format_: str, out: Path | None, errors: Console, 
     elif format_ == "json":
         _write(out, dump_json(diff_to_json(result)) + "\n")
     else:
-        _emit_markdown(diff_to_markdown(result, title=title), out, errors)
+        emit_markdown(diff_to_markdown(result, title=title), out, errors)
     if format_ != "text" and result.findings:
         # The findings are inside the output too, but CI logs should say why the job failed.
         print_diagnostics(errors, result.findings)
@@ -82,7 +82,7 @@ def _emit_text(result: CatalogDiff, out: Path | None) -> None:
         )
 
 
-def _emit_markdown(parts: list[str], out: Path | None, errors: Console) -> None:
+def emit_markdown(parts: list[str], out: Path | None, errors: Console) -> None:
     if out is None:
         _write(None, f"\n{PART_SEPARATOR}\n".join(parts))
         return

@@ -22,6 +22,7 @@ from cli.output import (
     stderr_console,
     stdout_console,
 )
+from cli.plan_commands import register as register_plan_commands
 from database.errors import DatabaseError
 
 app = typer.Typer(
@@ -121,6 +122,7 @@ def diff(
 
 
 app.add_typer(db_app, name="db")
+register_plan_commands(app)
 
 
 def main() -> None:

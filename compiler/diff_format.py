@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -157,9 +157,16 @@ class _Chunk:
     opens_section: bool = False
 
 
-def diff_to_markdown(diff: CatalogDiff, *, title: str = "Tariff diff") -> list[str]:
-    """The PR comment, as one or more parts each shorter than 65,000 characters."""
+def diff_to_markdown(
+    diff: CatalogDiff, *, title: str = "Tariff diff", sections: Sequence[Sequence[str]] = ()
+) -> list[str]:
+    """The PR comment, as one or more parts each shorter than 65,000 characters.
+
+    `sections` are extra blocks of Markdown lines (e.g. a plan's blast radius) placed after the summary;
+    each stays in one part when it fits.
+    """
     chunks = [*_head_chunks(diff), *_finding_chunks(diff.findings)]
+    chunks.extend(_Chunk(("", *block)) for block in sections)
     for section, changes in grouped(diff):
         render = _table_chunks if section.owner_title else _list_chunks
         chunks.extend(render(section, changes))

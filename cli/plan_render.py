@@ -1,0 +1,112 @@
+"""How a plan reads: the diff, then what it does to subscribers (blast radius), then drift."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from compiler.diff import format_amount
+from compiler.diff_format import diff_to_markdown, diff_to_text
+from publishers.postgres.plan import BlastRadius, Plan
+
+
+def _date(value: datetime | None) -> str:
+    return value.date().isoformat() if value else "—"
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    sign = "+" if amount > 0 else ""
+    return f"{sign}{format_amount(amount)} {currency}"
+
+
+def _rollout(item: BlastRadius) -> str:
+    parts = []
+    if item.kept:
+        parts.append(f"{item.kept} kept on their price")
+    if item.migrated_now:
+        parts.append(f"{item.migrated_now} moved now")
+    if item.scheduled:
+        window = _date(item.first_effective)
+        if (
+            item.last_effective
+            and item.last_effective.date() != (item.first_effective or item.last_effective).date()
+        ):
+            window += f" … {_date(item.last_effective)}"
+        parts.append(f"{item.scheduled} move at renewal {window}")
+    if item.first_notice:
+        parts.append(f"notified from {_date(item.first_notice)}")
+    return "; ".join(parts) or "no subscribers"
+
+
+def header_lines(plan: Plan) -> list[str]:
+    where = f"environment {plan.environment}" if plan.environment else "the default database"
+    live = f"live revision {plan.live_revision}" if plan.live_revision else "nothing published yet"
+    return [f"Plan for {where} ({plan.database}, schema {plan.schema}) — {live}"]
+
+
+def plan_to_text(plan: Plan) -> RenderableType:
+    items: list[RenderableType] = [Text(header_lines(plan)[0], style="dim")]
+    if plan.drift is not None and plan.drift.has_changes:
+        items.append(
+            Text("\nDrift: live rows were changed outside Tariff since the last apply", style="bold red")
+        )
+        items.append(diff_to_text(plan.drift))
+        items.append(Text("Applying restores the config's values.\n", style="red"))
+    if not plan.has_changes:
+        items.append(Text("No changes. The live catalog matches the config.", style="green"))
+        return Group(*items)
+    items.append(diff_to_text(plan.diff))
+    if plan.blast:
+        items.append(Text("\nBlast radius (existing subscribers)", style="bold underline"))
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("Price", "Subscribers", "Rollout", "MRR now", "MRR after grandfathering"):
+            table.add_column(column, justify="right" if column.startswith(("Sub", "MRR")) else "left")
+        for item in plan.blast:
+            table.add_row(
+                item.change_key.removeprefix("price:"),
+                str(item.subscribers),
+                _rollout(item),
+                _money(item.mrr_now, item.currency),
+                _money(item.mrr_after, item.currency),
+            )
+        items.append(table)
+    return Group(*items)
+
+
+def blast_markdown(plan: Plan) -> list[str]:
+    if not plan.blast:
+        return []
+    lines = [
+        "### Blast radius (existing subscribers)",
+        "",
+        "| Price | Subscribers | Rollout | MRR now | MRR after grandfathering |",
+        "|---|--:|---|--:|--:|",
+    ]
+    for item in plan.blast:
+        lines.append(
+            f"| `{item.change_key.removeprefix('price:')}` | {item.subscribers} | {_rollout(item)} | "
+            f"{_money(item.mrr_now, item.currency)} | {_money(item.mrr_after, item.currency)} |"
+        )
+    return lines
+
+
+def drift_markdown(plan: Plan) -> list[str]:
+    if plan.drift is None or not plan.drift.has_changes:
+        return []
+    lines = [
+        "### ⚠ Drift",
+        "",
+        "Live rows were changed outside Tariff since the last apply; applying restores the config's values:",
+        "",
+    ]
+    lines.extend(f"- `{c.key}`: {c.summary}" for c in plan.drift.changes)
+    return lines
+
+
+def plan_to_markdown(plan: Plan) -> list[str]:
+    sections = [block for block in (header_lines(plan), drift_markdown(plan), blast_markdown(plan)) if block]
+    return diff_to_markdown(plan.diff, title="Tariff plan", sections=sections)

@@ -1,0 +1,1 @@
+"""The PostgreSQL publisher: read the live catalog back, plan against it, apply in one transaction."""

@@ -1,0 +1,150 @@
+"""Who a price change reaches, and when: one SQL query shared by `plan` (to count) and `apply` (to schedule).
+
+A change closes price version `old` and sells `new_minor` instead. Subscribers reached are those paying
+`old`, and those already scheduled to move to `old` by an earlier change (their pending move is replaced).
+For each, the plan's grandfathering rule for the direction of *their* change (their own price → the new
+one) decides when the new price applies:
+
+  keep_forever        never: they stay on the version they pay
+  migrate_now         immediately
+  migrate_at_renewal  at the first renewal that leaves them the notice period
+  keep_for D          at the first renewal after D (or after the notice period, if that is longer)
+
+Renewals are the subscription's period end plus whole billing cycles, so nobody is charged a new price
+mid-period, and the notice (notify_days_before) is always given before the first charge at it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from compiler.catalog import GrandfatherRule
+
+LIVE_STATUSES = ("trialing", "active", "past_due")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceMove:
+    """One price key whose amount changes, with the plan's rules (new_version is None before apply)."""
+
+    old_version: int
+    new_minor: int
+    on_increase: GrandfatherRule
+    on_decrease: GrandfatherRule
+    new_version: int | None = None
+
+
+def moves_params(moves: Sequence[PriceMove]) -> dict[str, Any]:
+    return {
+        "old_versions": [m.old_version for m in moves],
+        "new_versions": [m.new_version for m in moves],
+        "new_minors": [m.new_minor for m in moves],
+        "inc_policy": [m.on_increase.policy for m in moves],
+        "inc_duration": [str(m.on_increase.duration) if m.on_increase.duration else None for m in moves],
+        "inc_notice": [m.on_increase.notify_days_before for m in moves],
+        "dec_policy": [m.on_decrease.policy for m in moves],
+        "dec_duration": [str(m.on_decrease.duration) if m.on_decrease.duration else None for m in moves],
+        "dec_notice": [m.on_decrease.notify_days_before for m in moves],
+    }
+
+
+def affected_sql(s: str) -> str:
+    """SELECT one row per reached subscription with its direction, rule, effective and notice dates.
+
+    `s` is the quoted schema; parameters come from `moves_params` plus `:now`.
+    """
+    return f"""
+WITH moves AS (
+    SELECT * FROM unnest(
+        CAST(:old_versions AS bigint[]), CAST(:new_versions AS bigint[]), CAST(:new_minors AS bigint[]),
+        CAST(:inc_policy AS text[]), CAST(:inc_duration AS text[]), CAST(:inc_notice AS int[]),
+        CAST(:dec_policy AS text[]), CAST(:dec_duration AS text[]), CAST(:dec_notice AS int[])
+    ) AS m(old_version, new_version, new_minor, inc_policy, inc_duration, inc_notice,
+           dec_policy, dec_duration, dec_notice)
+),
+reached AS (
+    SELECT DISTINCT ON (sub.id) sub.id AS subscription_id, sub.customer_id, sub.plan_id, sub.cycle,
+           sub.currency, sub.price_version_id AS from_version, sub.current_period_end, m.*
+      FROM moves m
+      JOIN {s}.subscriptions sub ON sub.price_version_id = m.old_version
+     WHERE sub.status IN ('trialing', 'active', 'past_due')
+    UNION ALL
+    SELECT DISTINCT ON (sub.id) sub.id, sub.customer_id, sub.plan_id, sub.cycle, sub.currency,
+           sub.price_version_id, sub.current_period_end, m.*
+      FROM moves m
+      JOIN {s}.price_migrations pm ON pm.to_version = m.old_version AND pm.status = 'scheduled'
+      JOIN {s}.subscriptions sub ON sub.id = pm.subscription_id
+     WHERE sub.status IN ('trialing', 'active', 'past_due') AND sub.price_version_id <> m.old_version
+),
+ruled AS (
+    SELECT r.*, pv.amount_minor AS from_minor,
+           CASE WHEN r.new_minor > pv.amount_minor THEN 'increase'
+                WHEN r.new_minor < pv.amount_minor THEN 'decrease' ELSE 'same' END AS direction,
+           bc.every, bc.unit,
+           CASE WHEN bc.unit = 'month' THEN make_interval(months => bc.every)
+                ELSE make_interval(days => bc.every) END AS cycle_interval,
+           CASE WHEN bc.unit = 'month' THEN bc.every::numeric ELSE bc.every / 30.4375 END AS cycle_months
+      FROM reached r
+      JOIN {s}.price_versions pv ON pv.id = r.from_version
+      JOIN {s}.billing_cycles bc ON bc.id = r.cycle
+),
+chosen AS (
+    SELECT ru.*,
+           CASE ru.direction WHEN 'increase' THEN ru.inc_policy WHEN 'decrease' THEN ru.dec_policy END
+               AS policy,
+           CASE ru.direction WHEN 'increase' THEN ru.inc_duration WHEN 'decrease' THEN ru.dec_duration END
+               AS keep_duration,
+           CASE ru.direction WHEN 'increase' THEN ru.inc_notice WHEN 'decrease' THEN ru.dec_notice ELSE 0 END
+               AS notice_days
+      FROM ruled ru
+),
+timed AS (
+    SELECT c.*,
+           -- Whole days: a renewal on the anniversary counts, whatever its time of day.
+           date_trunc('day', CAST(:now AS timestamptz)) + greatest(
+               make_interval(days => c.notice_days),
+               CASE WHEN c.policy = 'keep_for' THEN CAST(c.keep_duration AS interval) ELSE interval '0' END
+           ) AS not_before
+      FROM chosen c
+)
+SELECT t.subscription_id, t.customer_id, t.plan_id, t.cycle, t.currency, t.from_version, t.old_version,
+       t.new_version, t.from_minor, t.new_minor, t.direction, t.policy, t.cycle_months,
+       CASE
+         WHEN t.direction = 'same' OR t.policy = 'keep_forever' THEN NULL
+         WHEN t.policy = 'migrate_now' THEN CAST(:now AS timestamptz)
+         ELSE (SELECT min(t.current_period_end + g * t.cycle_interval)
+                 FROM generate_series(
+                        greatest(0, floor(extract(epoch FROM (t.not_before - t.current_period_end))
+                                          / extract(epoch FROM t.cycle_interval))::int - 1),
+                        greatest(0, ceil(extract(epoch FROM (t.not_before - t.current_period_end))
+                                         / extract(epoch FROM t.cycle_interval))::int + 1)) AS g
+                WHERE t.current_period_end + g * t.cycle_interval >= t.not_before)
+       END AS effective_at,
+       t.notice_days
+  FROM timed t
+"""
+
+
+def blast_radius_sql(s: str) -> str:
+    """Per closed version: subscribers reached, what the rule does, and monthly revenue impact."""
+    return f"""
+WITH affected AS ({affected_sql(s)})
+SELECT old_version,
+       count(*) AS subscribers,
+       count(*) FILTER (WHERE policy = 'keep_forever' OR direction = 'same') AS kept,
+       count(*) FILTER (WHERE policy = 'migrate_now') AS migrated_now,
+       count(*) FILTER (WHERE effective_at IS NOT NULL AND policy <> 'migrate_now') AS scheduled,
+       min(effective_at) FILTER (WHERE policy <> 'migrate_now') AS first_effective,
+       max(effective_at) FILTER (WHERE policy <> 'migrate_now') AS last_effective,
+       min(effective_at - make_interval(days => notice_days))
+           FILTER (WHERE effective_at IS NOT NULL AND notice_days > 0) AS first_notice,
+       count(DISTINCT customer_id) AS customers,
+       coalesce(sum((new_minor - from_minor) / cycle_months) FILTER (WHERE policy = 'migrate_now'), 0)
+           AS mrr_now_minor,
+       coalesce(sum((new_minor - from_minor) / cycle_months) FILTER (WHERE effective_at IS NOT NULL), 0)
+           AS mrr_after_minor
+  FROM affected
+ GROUP BY old_version
+"""
