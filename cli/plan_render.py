@@ -42,10 +42,12 @@ def _rollout(item: BlastRadius) -> str:
     return "; ".join(parts) or "no subscribers"
 
 
-def header_lines(plan: Plan) -> list[str]:
+def header_lines(plan: Plan, *, with_database: bool = True) -> list[str]:
+    # The PR comment leaves the server address out: a public repository must not show it.
     where = f"environment {plan.environment}" if plan.environment else "the default database"
+    server = f"{plan.database}, " if with_database else ""
     live = f"live revision {plan.live_revision}" if plan.live_revision else "nothing published yet"
-    return [f"Plan for {where} ({plan.database}, schema {plan.schema}) — {live}"]
+    return [f"Plan for {where} ({server}schema {plan.schema}) — {live}"]
 
 
 def plan_to_text(plan: Plan) -> RenderableType:
@@ -108,5 +110,6 @@ def drift_markdown(plan: Plan) -> list[str]:
 
 
 def plan_to_markdown(plan: Plan) -> list[str]:
-    sections = [block for block in (header_lines(plan), drift_markdown(plan), blast_markdown(plan)) if block]
+    blocks = (header_lines(plan, with_database=False), drift_markdown(plan), blast_markdown(plan))
+    sections = [block for block in blocks if block]
     return diff_to_markdown(plan.diff, title="Tariff plan", sections=sections)

@@ -13,7 +13,7 @@ from compiler.catalog import Environment, Settings
 from compiler.project import CompileResult, compile_config
 from database.connection import DatabaseTarget, create_engine, resolve_target
 from database.errors import DatabaseError, SchemaMissingError, SchemaOutdatedError
-from database.migrate import check, upgrade
+from database.migrate import check, status, upgrade
 
 
 @dataclass
@@ -60,7 +60,8 @@ def open_session(
     try:
         target = resolve_target(database_url, environment=environment, config_dir=config)
         engine = create_engine(target)
-        if migrate:
+        # Only migrate when something is pending: plan must work with read-only credentials.
+        if migrate and status(engine, target.schema).pending:
             applied = upgrade(engine, target.schema)
             if applied:
                 console.print(

@@ -1,17 +1,26 @@
-"""`make demo`: the main job on the shipped PineGenie config, step by step.
+"""`make demo`: the main job on the shipped PineGenie config, step by step, on the embedded database.
 
-Each step runs the real `tariff` command, so what is printed is exactly what a user sees.
+Each step runs the real `tariff` command, so what is printed is exactly what a user sees. The demo uses
+its own database (`tariff_demo`) on the embedded server and starts it from scratch on every run.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from database import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "pricing"
+WORK = ROOT / ".tariff" / "demo"
+CHANGED = WORK / "pricing-changed"
+DEMO_DATABASE = "tariff_demo"
 TARIFF = [sys.executable, "-m", "cli"]
 
 
@@ -22,36 +31,63 @@ def step(title: str, *args: str, allowed: tuple[int, ...] = (0,)) -> None:
         sys.exit(f"demo step failed with exit code {result.returncode}: {title}")
 
 
+def fresh_database() -> str:
+    """A clean demo database on the embedded server (started, or reused, under .tariff/pg)."""
+    server = embedded.start(embedded.data_root(CONFIG))
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
+    return server.url(DEMO_DATABASE)
+
+
 def main() -> None:
-    step(
-        "Validate the shipped PineGenie config (schemas, references, policies)",
-        "validate",
-        "--config",
-        str(CONFIG),
+    step("Validate the shipped PineGenie config (schemas, references, policies)", "validate")
+    if CHANGED.exists():
+        import shutil
+
+        shutil.rmtree(CHANGED)
+    CHANGED.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "demo" / "change_pricing.py"), str(CONFIG), str(CHANGED)], check=True
     )
-    with tempfile.TemporaryDirectory(prefix="tariff-demo-") as scratch:
-        changed = Path(scratch) / "pricing"
-        subprocess.run(
-            [sys.executable, str(ROOT / "demo" / "change_pricing.py"), str(CONFIG), str(changed)], check=True
-        )
-        step(
-            "Validate the scripted change: Pro +20% (approved), a Black Friday promotion, a retired feature",
-            "validate",
-            "--config",
-            str(changed),
-        )
-        step(
-            "Diff the shipped config against the change, as a reviewer sees it",
-            "diff",
-            f"{CONFIG}..{changed}",
-        )
-        step(
-            "The same diff as a pull-request comment (Markdown)",
-            "diff",
-            f"{CONFIG}..{changed}",
-            "--format",
-            "markdown",
-        )
+    step(
+        "Diff the shipped config against a scripted change (Pro +20% approved, Black Friday, a retired "
+        "feature), as a reviewer sees it",
+        "diff",
+        f"{CONFIG}..{CHANGED}",
+    )
+
+    os.environ["TARIFF_DATABASE_URL"] = fresh_database()
+    os.environ.setdefault("TARIFF_ACTOR", "demo <demo@pinegenie.app>")
+    step(
+        "Plan against the empty embedded database (exit 2: changes present)",
+        "plan",
+        "--detailed-exitcode",
+        allowed=(2,),
+    )
+    step("Apply it: one transaction, one revision", "apply", "--auto-approve")
+    step("Plan again: nothing left to do", "plan", "--detailed-exitcode")
+    step("Register PineGenie's existing customers", "customers", "import", "demo/customers.csv")
+    step(
+        "…and their subscriptions, each on the price version it pays",
+        "subscriptions",
+        "import",
+        "demo/subscriptions.csv",
+    )
+    step(
+        "Plan the scripted change: blast radius and grandfathering on real subscribers",
+        "plan",
+        "--config",
+        str(CHANGED),
+        "--out",
+        str(WORK / "plan.json"),
+    )
+    step("Apply exactly the reviewed plan", "apply", str(WORK / "plan.json"), "--config", str(CHANGED))
+    step("The revisions", "history")
+    print(
+        "\nThe demo database is `tariff_demo` on the embedded server in .tariff/pg; "
+        "`tariff db stop` stops it."
+    )
 
 
 if __name__ == "__main__":
