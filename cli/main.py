@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from cli.customer_commands import customers_app, subscriptions_app
 from cli.db_commands import db_app
 from cli.errors import CommandError, report_error
 from cli.options import ConfigOption, OutputFormat
@@ -123,6 +124,8 @@ def diff(
 
 app.add_typer(db_app, name="db")
 register_plan_commands(app)
+app.add_typer(customers_app, name="customers")
+app.add_typer(subscriptions_app, name="subscriptions")
 
 
 def main() -> None:
