@@ -24,6 +24,7 @@ from cli.output import (
     stdout_console,
 )
 from cli.plan_commands import register as register_plan_commands
+from cli.preview_command import register as register_preview_command
 from database.errors import DatabaseError
 
 app = typer.Typer(
@@ -124,6 +125,7 @@ def diff(
 
 app.add_typer(db_app, name="db")
 register_plan_commands(app)
+register_preview_command(app)
 app.add_typer(customers_app, name="customers")
 app.add_typer(subscriptions_app, name="subscriptions")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -13,7 +14,15 @@ import typer
 
 from cli.errors import CommandError
 from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption
-from cli.output import EXIT_ERROR, dump_json, print_diagnostics, print_json, signal_changes, stdout_console
+from cli.output import (
+    EXIT_ERROR,
+    dump_json,
+    print_diagnostics,
+    print_json,
+    signal_changes,
+    stderr_console,
+    stdout_console,
+)
 
 
 class PlanFormat(StrEnum):
@@ -80,7 +89,9 @@ def plan(
 
     compiled = _compile(config)
     console = stdout_console()
-    session = open_session(config, env, database_url, console, settings=compiled.catalog.settings)
+    # Notices (e.g. migrations applied) must not corrupt JSON or Markdown written to standard output.
+    notices = console if format_ is PlanFormat.text else stderr_console()
+    session = open_session(config, env, database_url, notices, settings=compiled.catalog.settings)
     with session.engine.connect() as conn, conn.begin():
         conn.execute(sa.text("SET TRANSACTION READ ONLY"))
         result = make_plan(
@@ -197,7 +208,7 @@ def apply(
         f"[green]Applied revision {result.revision_id}[/green]: {len(result.plan.diff.changes)} change(s); "
         f"{write.prices_opened} price version(s) opened, {write.prices_closed} closed; "
         f"{result.scheduled} subscription move(s) scheduled, {result.migrated_now} moved now; "
-        f"{result.notifications} customer notification(s) queued."
+        f"{result.notifications} customer notification(s) queued; {result.pages} page snapshot(s) published."
     )
 
 
@@ -252,11 +263,11 @@ def import_(
     """Write the live catalog as config files, to adopt Tariff on an existing database.
 
     Files carry schema modelines and a stable key order; `tariff plan` on the result shows no changes.
-    Environments, policies and notification channels are not stored in the database: add them to
-    tariff.yaml afterwards.
+    Environments, policies and notification channels come from the config files the last revision
+    stored with the catalog.
     """
     from cli.session import open_session
-    from publishers.postgres.plan import published_files
+    from publishers.postgres.plan import last_published, published_files
     from publishers.postgres.read import read_catalog
 
     target = out or config
@@ -264,6 +275,9 @@ def import_(
     session = open_session(target if target.exists() else config, env, database_url, console)
     with session.engine.connect() as conn:
         live = read_catalog(conn, session.schema)
+        published = last_published(conn, session.schema)
+    if live is not None and published is not None:
+        live = dataclasses.replace(live, settings=published.settings)  # settings are not catalog rows
     if live is None:
         raise CommandError(
             f"nothing has been published to schema {session.schema!r} yet",
@@ -302,7 +316,8 @@ def history(
     from publishers.postgres.revisions import list_revisions
 
     console = stdout_console()
-    session = open_session(config, env, database_url, console)
+    notices = console if format_ is OutputFormat.text else stderr_console()
+    session = open_session(config, env, database_url, notices)
     with session.engine.connect() as conn:
         rows = list_revisions(conn, session.schema, limit)
     if format_ is OutputFormat.json:
@@ -333,17 +348,43 @@ def show(
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
     format_: OutputFormatOption = OutputFormat.text,
+    page: Annotated[
+        str | None,
+        typer.Option(
+            "--page",
+            help="Print the pricing page this revision published "
+            "for region R (HTML; JSON with --format json).",
+            metavar="R",
+        ),
+    ] = None,
+    page_id: Annotated[
+        str | None, typer.Option("--page-id", help="Which page, when there are several (default: the first).")
+    ] = None,
 ) -> None:
-    """One revision: its metadata and the plan it executed."""
+    """One revision: its metadata and the plan it executed, or a page it published (--page R)."""
     from cli.session import open_session
+    from publishers.postgres.pages import published_page
     from publishers.postgres.revisions import get_revision
 
     console = stdout_console()
-    session = open_session(config, env, database_url, console)
+    notices = console if format_ is OutputFormat.text else stderr_console()
+    session = open_session(config, env, database_url, notices)
     with session.engine.connect() as conn:
         row = get_revision(conn, session.schema, revision)
+        snapshot = published_page(conn, session.schema, revision, page_id, page) if page else None
     if row is None:
         raise CommandError(f"no revision {revision}", fix="list them with `tariff history`")
+    if page is not None:
+        if snapshot is None:
+            raise CommandError(
+                f"revision {revision} published no page for region {page!r}",
+                fix="check the region code (tariff.yaml `regions`) and --page-id",
+            )
+        if format_ is OutputFormat.json:
+            print_json(snapshot["data"])
+        else:
+            sys.stdout.write(snapshot["html"])
+        return
     if format_ is OutputFormat.json:
         print_json(row)
         return

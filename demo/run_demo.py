@@ -7,6 +7,7 @@ its own database (`tariff_demo`) on the embedded server and starts it from scrat
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,6 @@ def fresh_database() -> str:
 def main() -> None:
     step("Validate the shipped PineGenie config (schemas, references, policies)", "validate")
     if CHANGED.exists():
-        import shutil
-
         shutil.rmtree(CHANGED)
     CHANGED.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -84,6 +83,11 @@ def main() -> None:
     )
     step("Apply exactly the reviewed plan", "apply", str(WORK / "plan.json"), "--config", str(CHANGED))
     step("The revisions", "history")
+    preview = ["preview", "--out", "out/preview", "--at", "2026-10-25T12:00:00+05:30"]
+    if shutil.which("chromium") or os.environ.get("TARIFF_CHROMIUM"):
+        preview += ["--screenshot", "out/preview/screenshots"]
+    step("Preview the pricing pages during Diwali (strikethrough prices in India)", *preview)
+    print(f"\nOpen {ROOT / 'out' / 'preview' / 'index.html'} in a browser to see the pages.")
     print(
         "\nThe demo database is `tariff_demo` on the embedded server in .tariff/pg; "
         "`tariff db stop` stops it."

@@ -22,7 +22,8 @@ from compiler.diagnostics import Severity
 from compiler.diff import Impact
 from database.connection import quote_schema
 from database.migrate import advisory_key
-from publishers.postgres.grandfather import PriceMove, affected_sql, moves_params
+from publishers.postgres.grandfather import PriceMove, affected_sql, moves_params, pin_zone
+from publishers.postgres.pages import publish_pages
 from publishers.postgres.plan import PLAN_FORMAT, PLAN_KIND, Plan, checksum, make_plan, published_files
 from publishers.postgres.read import read_catalog
 from publishers.postgres.write import WriteResult, write_catalog
@@ -54,6 +55,7 @@ class ApplyResult:
     scheduled: int = 0
     migrated_now: int = 0
     notifications: int = 0
+    pages: int = 0
 
     @property
     def applied(self) -> bool:
@@ -119,6 +121,7 @@ def apply_catalog(
         stage("written")
         _grandfather(conn, schema, target, result, moment)
         stage("grandfathered")
+        result.pages = publish_pages(conn, schema, target, result.revision_id, moment)
         _verify(conn, schema, target)
         conn.execute(
             sa.text(
@@ -201,6 +204,7 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
     if not changes:
         return
     s = quote_schema(schema)
+    pin_zone(conn, target.timezone)
     moves = [
         PriceMove(
             c.old_version,
@@ -293,6 +297,7 @@ def _counts(result: ApplyResult) -> dict[str, Any]:
         "migrations_scheduled": result.scheduled,
         "migrated_now": result.migrated_now,
         "notifications": result.notifications,
+        "pages_published": result.pages,
     }
 
 

@@ -20,6 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from compiler.catalog import GrandfatherRule
 
 LIVE_STATUSES = ("trialing", "active", "past_due")
@@ -34,6 +37,15 @@ class PriceMove:
     on_increase: GrandfatherRule
     on_decrease: GrandfatherRule
     new_version: int | None = None
+
+
+def pin_zone(conn: Connection, zone: str) -> None:
+    """Do this transaction's calendar arithmetic (renewals, whole days, notice) in the project's time zone.
+
+    `timestamptz + interval` and date_trunc follow the session's TimeZone, which the server or the client
+    (PGTZ) sets; without this, the same plan would move subscribers on other dates elsewhere.
+    """
+    conn.execute(sa.text("SELECT set_config('TimeZone', :zone, true)"), {"zone": zone})
 
 
 def moves_params(moves: Sequence[PriceMove]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from compiler.emit_yaml import catalog_files
 from compiler.money import Currency
 from compiler.project import compile_config
 from database.connection import quote_schema
-from publishers.postgres.grandfather import PriceMove, blast_radius_sql, moves_params
+from publishers.postgres.grandfather import PriceMove, blast_radius_sql, moves_params, pin_zone
 from publishers.postgres.read import read_catalog
 
 PLAN_FORMAT = 1
@@ -109,17 +109,33 @@ def empty_catalog(like: Catalog) -> Catalog:
     )
 
 
-def with_retired(desired: Catalog, live: Catalog | None) -> Catalog:
+def with_retired(desired: Catalog, live: Catalog | None, *, retire_missing: bool = False) -> Catalog:
     """The catalog to publish: the config's, plus retired entities the config no longer lists.
 
     Nothing sold is deleted, so a plan retired earlier stays in the database as retired; leaving it out of
-    the config must not read as a change on every later plan.
+    the config must not read as a change on every later plan. With `retire_missing`, live entities the
+    config dropped are carried too, as retired and with their prices closed (as the diff says): that is
+    what apply writes, so it is what must read back.
     """
     if live is None:
         return desired
 
+    def retired(entity: Any) -> Any:
+        if entity.status == "retired":
+            return entity
+        closed = {"prices": ()} if hasattr(entity, "prices") else {}
+        return dataclasses.replace(entity, status="retired", **closed)
+
+    carried_any = False
+
     def keep(current: Any, existing: Any) -> dict[str, Any]:
-        carried = {k: v for k, v in existing.items() if k not in current and v.status == "retired"}
+        nonlocal carried_any
+        carried = {
+            k: retired(v)
+            for k, v in existing.items()
+            if k not in current and (retire_missing or v.status == "retired")
+        }
+        carried_any = carried_any or bool(carried)
         return {**current, **carried}
 
     published = dataclasses.replace(
@@ -130,6 +146,8 @@ def with_retired(desired: Catalog, live: Catalog | None) -> Catalog:
         models=keep(desired.models, live.models),
         promotions=keep(desired.promotions, live.promotions),
     )
+    if not carried_any and desired.fingerprint:
+        return desired  # the same content: skip re-hashing a large catalog (its fingerprint is known)
     return dataclasses.replace(published, fingerprint=fingerprint(published))
 
 
@@ -163,17 +181,19 @@ def make_plan(
         live if live is not None else empty_catalog(desired), settings=desired.settings
     )
     diff = diff_catalogs(base, target, locations=locations)
+    # The diff keeps "removed from config" (its impact differs from "retired"); apply writes it as retired.
+    published = with_retired(desired, live, retire_missing=True)
     plan = Plan(
         environment,
         schema,
         database,
         moment,
         desired.fingerprint,
-        target.fingerprint,
+        published.fingerprint,
         live.fingerprint if live else None,
         revision,
         diff,
-        desired=target,
+        desired=published,
     )
     if live is not None:
         plan.blast = blast_radius(conn, schema, live, target, diff.changes, moment)
@@ -232,13 +252,14 @@ def blast_radius(
     if not moves:
         return []
     ordered = list(moves.items())
-    rows = {
-        r.old_version: r
-        for r in conn.execute(
+    with conn.begin_nested() as scope:
+        pin_zone(conn, target.timezone)
+        fetched = conn.execute(
             sa.text(blast_radius_sql(quote_schema(schema))),
             {**moves_params([m for _, (m, _c) in ordered]), "now": now},
-        )
-    }
+        ).all()
+        scope.rollback()  # undoes the TimeZone setting: the caller's session is left as it was
+    rows = {r.old_version: r for r in fetched}
     result = []
     for key, (move, code) in ordered:
         row = rows.get(move.old_version)
@@ -269,19 +290,7 @@ def blast_radius(
 
 def drift(conn: Connection, schema: str, live: Catalog, settings: Settings) -> CatalogDiff | None:
     """Live rows changed outside Tariff: the catalog the last revision published against the live tables."""
-    s = quote_schema(schema)
-    files = conn.execute(
-        sa.text(f"SELECT catalog FROM {s}.revisions WHERE id = (SELECT revision_id FROM {s}.catalog_state)")
-    ).scalar()
-    if not files:
-        return None
-    with tempfile.TemporaryDirectory(prefix="tariff-drift-") as scratch:
-        root = Path(scratch)
-        for name, text in files.items():
-            target = root / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, "utf-8")
-        published = compile_config(root).catalog
+    published = last_published(conn, schema)
     if published is None:
         return None
     return diff_catalogs(
@@ -289,6 +298,27 @@ def drift(conn: Connection, schema: str, live: Catalog, settings: Settings) -> C
     )
 
 
+def last_published(conn: Connection, schema: str) -> Catalog | None:
+    """The catalog the last revision published, compiled from the config files it stored."""
+    s = quote_schema(schema)
+    files = conn.execute(
+        sa.text(f"SELECT catalog FROM {s}.revisions WHERE id = (SELECT revision_id FROM {s}.catalog_state)")
+    ).scalar()
+    if not files:
+        return None
+    with tempfile.TemporaryDirectory(prefix="tariff-published-") as scratch:
+        root = Path(scratch)
+        for name, text in files.items():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, "utf-8")
+        return compile_config(root).catalog
+
+
 def published_files(catalog: Catalog) -> dict[str, str]:
-    """What a revision stores of the catalog it published (settings left out: they are not published)."""
-    return catalog_files(dataclasses.replace(catalog, settings=Settings()))
+    """What a revision stores of the catalog it published: its config files, project settings included.
+
+    Settings (environments, policies, channels) are not catalog rows, but they hold no secrets, and
+    keeping them lets `tariff import` write a tariff.yaml whose references still resolve.
+    """
+    return catalog_files(catalog)
