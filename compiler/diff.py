@@ -220,6 +220,11 @@ def _breaking(_old: Any, _new: Any) -> Impact:
     return Impact.BREAKING
 
 
+def _breaking_once_set(old: Any, _new: Any) -> Impact:
+    """Changing a setting customers already depend on breaks them; setting it the first time does not."""
+    return Impact.ADDITIVE if old is None else Impact.BREAKING
+
+
 def _ranked(old: float, new: float) -> Impact:
     if new > old:
         return Impact.ADDITIVE
@@ -317,7 +322,7 @@ def _bool_gain(old: Any, new: Any) -> Impact:
 
 Rules = tuple[tuple[str, Rule], ...]
 
-_PROJECT_RULES: Rules = (("name", _copy), ("default_region", _breaking), ("*", _neutral))
+_PROJECT_RULES: Rules = (("name", _copy), ("default_region", _breaking_once_set), ("*", _neutral))
 _CURRENCY_RULES: Rules = (("symbol", _copy), ("*", _neutral))
 _CYCLE_RULES: Rules = (("label", _copy), ("every", _breaking), ("unit", _breaking), ("*", _neutral))
 _REGION_RULES: Rules = (

@@ -444,3 +444,10 @@ def test_walk_reports_added_items_and_reordering() -> None:
     changes = list(walk(old, new))
     assert ("faq[question=C?]", None, {"question": "C?"}) in changes
     assert ("faq (order)", ["question=A?", "question=B?"], ["question=B?", "question=A?"]) in changes
+
+
+def test_first_publication_of_the_default_region_is_not_breaking() -> None:
+    from compiler.diff import _PROJECT_RULES, Impact, _classify
+
+    assert _classify(_PROJECT_RULES, "default_region", None, "US") is Impact.ADDITIVE
+    assert _classify(_PROJECT_RULES, "default_region", "IN", "US") is Impact.BREAKING
