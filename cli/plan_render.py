@@ -50,6 +50,17 @@ def header_lines(plan: Plan, *, with_database: bool = True) -> list[str]:
     return [f"Plan for {where} ({server}schema {plan.schema}) — {live}"]
 
 
+def pages_note(plan: Plan) -> str | None:
+    """Page copy changes are copy-only; a price change also changes every page that shows the price."""
+    if plan.desired is None or not plan.desired.pages:
+        return None
+    priced = {c.owner for c in plan.diff.changes if c.kind in ("price", "package-price") and c.owner}
+    if not priced:
+        return None
+    pages = ", ".join(sorted(plan.desired.pages))
+    return f"Pricing pages re-published with the new prices ({', '.join(sorted(priced))}): {pages}"
+
+
 def plan_to_text(plan: Plan) -> RenderableType:
     items: list[RenderableType] = [Text(header_lines(plan)[0], style="dim")]
     if plan.drift is not None and plan.drift.has_changes:
@@ -62,6 +73,9 @@ def plan_to_text(plan: Plan) -> RenderableType:
         items.append(Text("No changes. The live catalog matches the config.", style="green"))
         return Group(*items)
     items.append(diff_to_text(plan.diff))
+    note = pages_note(plan)
+    if note:
+        items.append(Text(f"\n{note}", style="yellow"))
     if plan.blast:
         items.append(Text("\nBlast radius (existing subscribers)", style="bold underline"))
         table = Table(show_edge=False, pad_edge=False)
@@ -110,6 +124,12 @@ def drift_markdown(plan: Plan) -> list[str]:
 
 
 def plan_to_markdown(plan: Plan) -> list[str]:
-    blocks = (header_lines(plan, with_database=False), drift_markdown(plan), blast_markdown(plan))
+    note = pages_note(plan)
+    blocks = (
+        header_lines(plan, with_database=False),
+        drift_markdown(plan),
+        blast_markdown(plan),
+        [f"_{note}_"] if note else [],
+    )
     sections = [block for block in blocks if block]
     return diff_to_markdown(plan.diff, title="Tariff plan", sections=sections)

@@ -250,6 +250,7 @@ def test_plan_markdown_shows_the_blast_radius(engine: Engine, config: Path, url:
     assert (cells[3], cells[4]) == ("0 INR", "+900 INR")
     annual = [line for line in text.splitlines() if line.startswith("| `pro/annual/INR`")]
     assert annual and "| 0 |" in annual[0]
+    assert "Pricing pages re-published with the new prices (pro): pricing" in text
     assert count(engine, "price_migrations") == 0
 
 
