@@ -86,14 +86,12 @@ def build_price_block(
 def missing_region_prices(prices: list[Price], cycles: list[str], project: ProjectSettings) -> list[str]:
     """Regions × cycles with no price in the region's currency or its fallback currency."""
     missing = []
+    priced = {(p.cycle, p.currency, p.region) for p in prices}  # one set, not a scan per region × cycle
     for cycle in cycles:
         for region in project.regions.values():
 
             def has(currency: str | None, cycle: str = cycle, region_code: str = region.code) -> bool:
-                return any(
-                    p.cycle == cycle and p.currency == currency and p.region in (None, region_code)
-                    for p in prices
-                )
+                return (cycle, currency, None) in priced or (cycle, currency, region_code) in priced
 
             if not has(region.currency) and not (region.fallback_currency and has(region.fallback_currency)):
                 missing.append(f"{cycle} in {region.code} ({region.currency})")

@@ -8,14 +8,26 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from compiler.money import plain
 from compiler.timeutil import Duration
 
 
+@cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The field names of dataclass `cls` (None for other types), looked up once per type."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def to_plain(value: Any) -> Any:
     """Recursively convert catalog values to JSON-safe data (Decimal as exact strings, sets sorted)."""
+    # Hot path (a catalog has hundreds of thousands of leaves): plain scalars first, field names cached.
+    if value is None or type(value) in (str, int, bool):
+        return value
     if isinstance(value, Decimal):
         return plain(value)
     if isinstance(value, Duration):
@@ -23,8 +35,9 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, datetime):
         # One instant, one spelling: `+05:30` in config and UTC read back from PostgreSQL must compare equal.
         return value.astimezone(UTC).isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    names = _field_names(value.__class__)
+    if names is not None:
+        return {name: to_plain(getattr(value, name)) for name in names}
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, tuple | list):

@@ -183,16 +183,27 @@ def _stacking(
     ctx: BuildContext, promotions: list[Promotion], docs: dict[str, LoadedDocument], project: ProjectSettings
 ) -> None:
     del project
-    for first, second in combinations(sorted(promotions, key=lambda p: p.id), 2):
-        if first.is_bundle or second.is_bundle or not (first.auto_applies and second.auto_applies):
+    ordered = sorted(promotions, key=lambda p: p.id)
+    # Only two auto-applied, non-bundle, non-yearly promotions that name the same plan or package can
+    # conflict (recurring windows are compared at quote time, year by year). Pair up just those, in the
+    # order of combinations(ordered, 2), instead of comparing every pair: thousands of promotions make
+    # millions of pairs.
+    targets: dict[int, set[str]] = {}
+    by_owner: dict[str, set[int]] = {}
+    for index, promo in enumerate(ordered):
+        if promo.is_bundle or not promo.auto_applies or promo.schedule.yearly:
             continue
-        if first.schedule.yearly or second.schedule.yearly:
-            continue  # recurring windows are compared at quote time, year by year
+        targets[index] = _targets(promo)
+        for item in targets[index]:
+            by_owner.setdefault(item.split("/", 1)[0], set()).add(index)
+    pairs = sorted({pair for owners in by_owner.values() for pair in combinations(sorted(owners), 2)})
+    for first_index, second_index in pairs:
+        first, second = ordered[first_index], ordered[second_index]
         start_a, end_a = _window(first)
         start_b, end_b = _window(second)
         if not (start_a < end_b and start_b < end_a) or not _audiences_overlap(first, second):
             continue
-        common = _overlap(_targets(first), _targets(second))
+        common = _overlap(targets[first_index], targets[second_index])
         if not common:
             continue
         where = ", ".join(sorted(common))

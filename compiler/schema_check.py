@@ -46,12 +46,86 @@ def validator_for(kind: str) -> Draft202012Validator:
     return Draft202012Validator(schema, registry=_registry())
 
 
+# Fast path. Most of the time jsonschema spends on a valid document goes to resolving `$ref`s, again for
+# every value (60 prices per plan file, thousands of files in a large config). `_fast_validator` checks
+# against the same schema with every `$ref` inlined, which gives the same verdict; only its "valid" is
+# used. A document it rejects is validated again by `validator_for`, whose errors make the diagnostics.
+_SCHEMA_VALUED = frozenset(
+    {"items", "additionalProperties", "propertyNames", "not", "if", "then", "else", "contains"}
+    | {"unevaluatedItems", "unevaluatedProperties", "contentSchema"}
+)
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "dependentSchemas"})
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_NOT_INLINED = frozenset({"$id", "$anchor", "$dynamicRef", "$dynamicAnchor", "$recursiveRef"})
+_ANNOTATIONS = frozenset({"description", "default", "title", "examples", "$comment"})
+_MAX_INLINE_DEPTH = 64
+
+
+def _resolve(ref: str, base: str) -> tuple[Any, str]:
+    """The subschema a `$ref` names (a schema file and/or a JSON pointer), and the file it is in."""
+    name, _, pointer = ref.partition("#")
+    name = name or base  # another file of the registry (a miss raises LookupError), or this one
+    if "%" in pointer or (pointer and not pointer.startswith("/")):
+        raise ValueError(f"$ref fragment {pointer!r} is not a plain JSON pointer")
+    node = _registry().contents(name)
+    for escaped in pointer.split("/")[1:]:
+        part = escaped.replace("~1", "/").replace("~0", "~")
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node, name
+
+
+def _inline_refs(schema: Any, base: str, depth: int = 0) -> Any:
+    """`schema` with each `$ref` replaced by its target (`allOf` when it has other assertions beside it).
+
+    Raises ValueError for what this does not handle (anchors, dynamic refs, recursion): no fast path then.
+    """
+    if depth > _MAX_INLINE_DEPTH:
+        raise ValueError("schema nested too deeply (a recursive $ref?)")
+    if isinstance(schema, bool):
+        return schema
+    if not isinstance(schema, dict) or _NOT_INLINED & schema.keys():
+        raise ValueError("not a plain schema")
+    inlined: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("$ref", "$defs"):
+            continue
+        if key in _SCHEMA_VALUED:
+            inlined[key] = _inline_refs(value, base, depth + 1)
+        elif key in _SCHEMA_MAPS:
+            inlined[key] = {name: _inline_refs(sub, base, depth + 1) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS:
+            inlined[key] = [_inline_refs(sub, base, depth + 1) for sub in value]
+        else:
+            inlined[key] = value
+    if "$ref" not in schema:
+        return inlined
+    target, target_base = _resolve(schema["$ref"], base)
+    resolved = _inline_refs(target, target_base, depth + 1)
+    # In draft 2020-12 `$ref` applies beside its sibling keywords, exactly like one more `allOf` entry.
+    siblings = {k: v for k, v in inlined.items() if k not in _ANNOTATIONS}
+    if not siblings:
+        return resolved
+    return {**siblings, "allOf": [resolved, *siblings.get("allOf", [])]}
+
+
+@cache
+def _fast_validator(kind: str) -> Draft202012Validator | None:
+    name = SCHEMA_FILES[kind]
+    try:
+        return Draft202012Validator(_inline_refs(_registry().contents(name), name))
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
 def schema_text(kind: str) -> str:
     return resources.files("schemas").joinpath(SCHEMA_FILES[kind]).read_text("utf-8")
 
 
 def validate_document(kind: str, document: LoadedDocument) -> list[Diagnostic]:
     """Every schema violation in `document`, each located and explained."""
+    fast = _fast_validator(kind)
+    if fast is not None and fast.is_valid(document.data):
+        return []
     found: list[Diagnostic] = []
     for error in validator_for(kind).iter_errors(document.data):
         found.extend(_explain(_most_specific(error), document))
