@@ -32,6 +32,7 @@ lint: $(STAMP)
 # Smoke run: make bench BENCH_ARGS=--quick
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/promotions.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tariff .tools out .pytest_cache .mypy_cache .ruff_cache

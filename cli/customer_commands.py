@@ -7,9 +7,8 @@ Database modules are imported inside the commands: `tariff validate` should not 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,11 +22,10 @@ from rich.text import Text
 
 from cli.errors import CommandError
 from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption
-from cli.output import print_json, stderr_console, stdout_console
+from cli.output import print_json, stdout_console
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
+    from cli.session import Transaction
     from compiler.money import Currency
     from database.customer_import import ImportResult
 
@@ -54,33 +52,16 @@ _STATUS_STYLE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Database:
-    conn: Connection
-    schema: str
+def _database(config: Path, env: str | None, database_url: str | None) -> AbstractContextManager[Transaction]:
+    from cli.session import transaction
 
-    @property
-    def timezone(self) -> str:
-        from database.customers import project_timezone
-
-        return project_timezone(self.conn, self.schema)
+    return transaction(config, env, database_url)
 
 
-@contextmanager
-def _database(config: Path, env: str | None, database_url: str | None) -> Iterator[_Database]:
-    """One transaction on the resolved database; its errors become a message and a fix."""
-    from cli.session import open_session
-    from database.errors import DatabaseError
+def _timezone(db: Transaction) -> str:
+    from database.customers import project_timezone
 
-    # Migration notes go to stderr, so `--format json` output stays parseable.
-    session = open_session(config, env, database_url, stderr_console())
-    try:
-        with session.engine.begin() as conn:
-            yield _Database(conn, session.schema)
-    except DatabaseError as exc:
-        raise CommandError(exc.message, exc.fix) from exc
-    finally:
-        session.engine.dispose()
+    return project_timezone(db.conn, db.schema)
 
 
 # ------------------------------------------------------------------------------------------- customers
@@ -132,7 +113,7 @@ def customers_add(
     )
     with _database(config, env, database_url) as db:
         row = register_customer(db.conn, db.schema, customer)
-        timezone = db.timezone
+        timezone = _timezone(db)
     if format_ is OutputFormat.json:
         print_json(row)
         return
@@ -177,7 +158,7 @@ def customers_show(
         customer = get_customer(db.conn, schema, customer_id)
         subscriptions = list_subscriptions(db.conn, schema, customer_id=customer_id, limit=10_000)
         currencies = load_currencies(db.conn, schema)
-        timezone = db.timezone
+        timezone = _timezone(db)
     if format_ is OutputFormat.json:
         print_json({"customer": customer, "subscriptions": _with_amounts(subscriptions, currencies)})
         return
@@ -205,7 +186,7 @@ def customers_list(
 
     with _database(config, env, database_url) as db:
         rows, total = list_customers(db.conn, db.schema, segment=segment, limit=limit)
-        timezone = db.timezone
+        timezone = _timezone(db)
     if format_ is OutputFormat.json:
         print_json({"total": total, "customers": rows})
         return
@@ -273,7 +254,7 @@ def subscriptions_add(
     )
 
     with _database(config, env, database_url) as db:
-        schema, timezone = db.schema, db.timezone
+        schema, timezone = db.schema, _timezone(db)
         try:
             period_start = parse_time(start, timezone) if start else None
         except ValueError as exc:
@@ -353,7 +334,7 @@ def subscriptions_show(
                 db.conn, schema, customer_id=customer, plan_id=plan, status=status, limit=limit
             )
         currencies = load_currencies(db.conn, schema)
-        timezone = db.timezone
+        timezone = _timezone(db)
     if format_ is OutputFormat.json:
         priced = _with_amounts(rows, currencies)
         print_json(priced[0] if subscription_id is not None else {"subscriptions": priced})

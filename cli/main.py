@@ -25,6 +25,9 @@ from cli.output import (
 )
 from cli.plan_commands import register as register_plan_commands
 from cli.preview_command import register as register_preview_command
+from cli.promo_commands import register as register_promo_commands
+from cli.tick_command import tick as tick_command
+from cli.token_commands import tokens_app
 from database.errors import DatabaseError
 
 app = typer.Typer(
@@ -126,8 +129,11 @@ def diff(
 app.add_typer(db_app, name="db")
 register_plan_commands(app)
 register_preview_command(app)
+register_promo_commands(app)
 app.add_typer(customers_app, name="customers")
 app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(tokens_app, name="tokens")
+app.command("tick")(tick_command)
 
 
 def main() -> None:

@@ -61,6 +61,15 @@ def pages_note(plan: Plan) -> str | None:
     return f"Pricing pages re-published with the new prices ({', '.join(sorted(priced))}): {pages}"
 
 
+def promotion_lines(plan: Plan) -> list[str]:
+    """For each promotion the plan touches: who is eligible among registered customers, and its use so far."""
+    return [
+        f"{promotion}: {impact['eligible_customers']} registered customer(s) eligible now, "
+        f"{impact['redemptions']} redemption(s) so far"
+        for promotion, impact in sorted(plan.promotion_impact.items())
+    ]
+
+
 def plan_to_text(plan: Plan) -> RenderableType:
     items: list[RenderableType] = [Text(header_lines(plan)[0], style="dim")]
     if plan.drift is not None and plan.drift.has_changes:
@@ -76,6 +85,9 @@ def plan_to_text(plan: Plan) -> RenderableType:
     note = pages_note(plan)
     if note:
         items.append(Text(f"\n{note}", style="yellow"))
+    if plan.promotion_impact:
+        items.append(Text("\nPromotion reach", style="bold underline"))
+        items.extend(Text(f"  {line}") for line in promotion_lines(plan))
     if plan.blast:
         items.append(Text("\nBlast radius (existing subscribers)", style="bold underline"))
         table = Table(show_edge=False, pad_edge=False)
@@ -125,11 +137,13 @@ def drift_markdown(plan: Plan) -> list[str]:
 
 def plan_to_markdown(plan: Plan) -> list[str]:
     note = pages_note(plan)
+    reach = ["### Promotion reach", "", *(f"- {line}" for line in promotion_lines(plan))]
     blocks = (
         header_lines(plan, with_database=False),
         drift_markdown(plan),
         blast_markdown(plan),
         [f"_{note}_"] if note else [],
+        reach if plan.promotion_impact else [],
     )
     sections = [block for block in blocks if block]
     return diff_to_markdown(plan.diff, title="Tariff plan", sections=sections)

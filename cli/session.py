@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from cli.errors import CommandError
+from cli.output import stderr_console
 from compiler.catalog import Environment, Settings
 from compiler.project import CompileResult, compile_config
 from database.connection import DatabaseTarget, create_engine, resolve_target
@@ -75,3 +78,25 @@ def open_session(
     except DatabaseError as exc:
         raise CommandError(exc.message, exc.fix) from exc
     return Session(config, target, engine, environment)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A connection inside one transaction on the resolved database, and the schema Tariff owns there."""
+
+    conn: Connection
+    schema: str
+
+
+@contextmanager
+def transaction(config: Path, env: str | None, database_url: str | None) -> Iterator[Transaction]:
+    """One transaction for a command; database errors become a message and a fix (exit 1)."""
+    # Migration notes go to stderr, so `--format json` output stays parseable.
+    session = open_session(config, env, database_url, stderr_console())
+    try:
+        with session.engine.begin() as conn:
+            yield Transaction(conn, session.schema)
+    except DatabaseError as exc:
+        raise CommandError(exc.message, exc.fix) from exc
+    finally:
+        session.engine.dispose()

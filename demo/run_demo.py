@@ -74,6 +74,65 @@ def main() -> None:
         "demo/subscriptions.csv",
     )
     step(
+        "A new customer in India",
+        "customers",
+        "add",
+        "demo-new",
+        "--country",
+        "IN",
+        "--email",
+        "asha@example.in",
+    )
+    at_diwali, later = "2026-10-25T12:00:00+05:30", "2026-11-25T12:00:00+05:30"
+    step(
+        "Quote: Pro annual during Diwali (30% off, applied automatically)",
+        "quote",
+        "--plan",
+        "pro",
+        "--cycle",
+        "annual",
+        "--customer",
+        "demo-new",
+        "--at",
+        at_diwali,
+    )
+    step(
+        "Quote: Pro monthly with the code welcome20 (codes are case-insensitive)",
+        "quote",
+        "--plan",
+        "pro",
+        "--cycle",
+        "monthly",
+        "--customer",
+        "demo-new",
+        "--code",
+        "welcome20",
+        "--at",
+        later,
+    )
+    step(
+        "Quote: the creator bundle (Pro annual + 500 credits at one price)",
+        "quote",
+        "--bundle",
+        "creator-bundle",
+        "--region",
+        "IN",
+        "--at",
+        later,
+    )
+    step(
+        "Quote: Diwali does not reach the US, and the quote says why",
+        "quote",
+        "--plan",
+        "pro",
+        "--cycle",
+        "annual",
+        "--region",
+        "US",
+        "--at",
+        at_diwali,
+    )
+    step(
         "Plan the scripted change: blast radius and grandfathering on real subscribers",
         "plan",
         "--config",

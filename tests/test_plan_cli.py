@@ -409,3 +409,14 @@ def test_a_config_with_errors_is_not_planned(engine: Engine, config: Path, url: 
     assert "expected a whole number" in done.output
     assert "does not validate" in done.output
     assert count(engine, "revisions") == 0
+
+
+def test_plan_shows_the_reach_of_a_changed_promotion(
+    engine: Engine, config: Path, url: str, tmp_path: Path
+) -> None:
+    apply_ok(config, url)
+    changed = changed_config(tmp_path)  # adds the black-friday-2026 promotion
+    done = tariff("plan", "--config", changed, "--database-url", url, "--format", "markdown")
+    assert done.exit_code == 0, done
+    assert "### Promotion reach" in done.stdout
+    assert "black-friday-2026: 0 registered customer(s) eligible now, 0 redemption(s) so far" in done.stdout

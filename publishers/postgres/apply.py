@@ -22,6 +22,7 @@ from compiler.diagnostics import Severity
 from compiler.diff import Impact
 from database.connection import quote_schema
 from database.migrate import advisory_key
+from database.promo_codes import SyncResult, sync_code_batches
 from publishers.postgres.grandfather import PriceMove, affected_sql, moves_params, pin_zone
 from publishers.postgres.pages import publish_pages
 from publishers.postgres.plan import PLAN_FORMAT, PLAN_KIND, Plan, checksum, make_plan, published_files
@@ -56,6 +57,7 @@ class ApplyResult:
     migrated_now: int = 0
     notifications: int = 0
     pages: int = 0
+    codes: SyncResult = field(default_factory=SyncResult)
 
     @property
     def applied(self) -> bool:
@@ -118,6 +120,7 @@ def apply_catalog(
             },
         ).scalar_one()
         result.write = write_catalog(conn, schema, target, result.revision_id)
+        result.codes = sync_code_batches(conn, schema, target, result.revision_id)
         stage("written")
         _grandfather(conn, schema, target, result, moment)
         stage("grandfathered")
@@ -298,6 +301,7 @@ def _counts(result: ApplyResult) -> dict[str, Any]:
         "migrated_now": result.migrated_now,
         "notifications": result.notifications,
         "pages_published": result.pages,
+        "codes_generated": result.codes.codes_generated,
     }
 
 

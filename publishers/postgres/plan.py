@@ -27,6 +27,8 @@ from compiler.emit_yaml import catalog_files
 from compiler.money import Currency
 from compiler.project import compile_config
 from database.connection import quote_schema
+from database.promotions import Impact as PromotionImpact
+from database.promotions import promotion_impact
 from publishers.postgres.grandfather import PriceMove, blast_radius_sql, moves_params, pin_zone
 from publishers.postgres.read import read_catalog
 
@@ -65,6 +67,7 @@ class Plan:
     diff: CatalogDiff
     blast: list[BlastRadius] = field(default_factory=list)
     drift: CatalogDiff | None = None
+    promotion_impact: dict[str, PromotionImpact] = field(default_factory=dict)
     desired: Catalog | None = None
 
     @property
@@ -86,6 +89,7 @@ class Plan:
             "changes": diff_to_json(self.diff),
             "blast_radius": [to_plain(b) for b in self.blast],
             "drift": diff_to_json(self.drift) if self.drift is not None else None,
+            "promotion_impact": self.promotion_impact,
         }
         return {**body, "checksum": checksum(body)}
 
@@ -196,6 +200,9 @@ def make_plan(
         desired=published,
     )
     if live is not None:
+        promotion_ids = [c.id for c in diff.changes if c.kind == "promotion"]
+        if promotion_ids:
+            plan.promotion_impact = promotion_impact(conn, schema, promotion_ids, target)
         plan.blast = blast_radius(conn, schema, live, target, diff.changes, moment)
         if published_fingerprint is not None and live.fingerprint != published_fingerprint:
             plan.drift = drift(conn, schema, live, desired.settings)

@@ -1,0 +1,340 @@
+"""`tariff tokens`: admin operations on customers' AI-credit accounts — show, grant, revoke, set-limit, boost.
+
+Every change goes through the same SQL functions the app calls (database/ledger.py), so the CLI cannot
+bypass the ledger's locks, caps or audit trail; each is recorded with the actor (TARIFF_ACTOR, else git's
+user, else the login name) and the mandatory reason. Database modules are imported inside the commands:
+`tariff validate` should not pay for SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cli.errors import CommandError
+from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption
+from cli.output import print_json, stdout_console
+
+if TYPE_CHECKING:
+    from cli.session import Transaction
+
+tokens_app = typer.Typer(
+    help="AI-credit accounts: show balances and usage; grant, revoke, boost and limit (audited).",
+    no_args_is_help=True,
+)
+
+CustomerArgument = Annotated[
+    str, typer.Argument(metavar="CUSTOMER", help="The app's own user id.", show_default=False)
+]
+AmountArgument = Annotated[
+    int, typer.Argument(metavar="AMOUNT", min=1, help="Credits (a whole number).", show_default=False)
+]
+ReasonOption = Annotated[
+    str, typer.Option("--reason", "-r", help="Why (kept in the ledger's audit trail).", show_default=False)
+]
+
+_DURATION = re.compile(
+    r"(?P<n>[1-9][0-9]{0,5})\s*(?P<unit>m|mins?|minutes?|h|hours?|d|days?|w|weeks?)", re.IGNORECASE
+)
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _database(config: Path, env: str | None, database_url: str | None) -> AbstractContextManager[Transaction]:
+    from cli.session import transaction
+
+    return transaction(config, env, database_url)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`48h`, `90m`, `3d`, `2w`, `72 hours`: what --for and --expires accept as a length of time."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return timedelta(seconds=int(match["n"]) * _UNIT_SECONDS[match["unit"][0].lower()])
+
+
+def _expiry(text: str | None, timezone: str) -> datetime | None:
+    """--expires: a duration from now (30d), a date (valid through that day) or a date and time."""
+    if text is None:
+        return None
+    from compiler.timeutil import parse_timestamp
+
+    try:
+        return datetime.now(ZoneInfo(timezone)) + parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        value = parse_timestamp(text, timezone)
+    except ValueError as exc:
+        raise CommandError(
+            f"--expires: {exc}", fix="write a duration (30d, 48h), a date (2026-12-31) or 2026-12-31T18:00"
+        ) from exc
+    # A bare date reads as "through that day": the grant ends at the following midnight.
+    return value + timedelta(days=1) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()) else value
+
+
+def _timezone(db: Transaction) -> str:
+    import sqlalchemy as sa
+
+    from database.connection import quote_schema
+
+    zone = db.conn.execute(sa.text(f"SELECT {quote_schema(db.schema)}.token_timezone()")).scalar_one()
+    return str(zone)
+
+
+def _actor(config: Path) -> str:
+    from cli.revision_context import actor
+
+    return actor(config)
+
+
+def _reason(reason: str) -> str:
+    if not reason.strip():
+        raise CommandError("--reason must not be empty", fix='say why, e.g. --reason "support ticket 4411"')
+    return reason.strip()
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+@tokens_app.command("show")
+def tokens_show(
+    customer: CustomerArgument,
+    entries: Annotated[
+        int, typer.Option("--entries", "-n", min=0, help="Recent ledger entries to show.")
+    ] = 10,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Balance by grant (in draw order), limits in force, usage today and this month, recent entries."""
+    from database.ledger import account_summary
+
+    with _database(config, env, database_url) as db:
+        summary = account_summary(db.conn, db.schema, customer, entries=entries)
+    if format_ is OutputFormat.json:
+        print_json(summary)
+        return
+    _print_summary(stdout_console(), summary)
+
+
+@tokens_app.command("grant")
+def tokens_grant(
+    customer: CustomerArgument,
+    amount: AmountArgument,
+    reason: ReasonOption,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires",
+            help="When the credits lapse: a duration (30d), a date (valid through it) or a date and time, "
+            "in the token rules' time zone. Default: never.",
+            show_default=False,
+        ),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="Ticket or idempotency key: the same reference grants once."),
+    ] = None,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Grant credits to a customer (an audited admin grant)."""
+    from database.ledger import grant
+
+    why = _reason(reason)
+    with _database(config, env, database_url) as db:
+        row = grant(
+            db.conn,
+            db.schema,
+            customer,
+            amount,
+            source="admin",
+            expires_at=_expiry(expires, _timezone(db)),
+            reason=why,
+            actor=_actor(config),
+            reference=reference,
+        )
+        timezone = _timezone(db)
+    if format_ is OutputFormat.json:
+        print_json(row)
+        return
+    verb = "was already granted" if row.get("replayed") else "granted"
+    until = f", expires {_when(row.get('expires_at'), timezone)}" if row.get("expires_at") else ""
+    stdout_console().print(
+        f"[green]✓[/green] {amount} credits {verb} to {escape(customer)}{escape(until)}; "
+        f"balance {row['balance']}"
+    )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    customer: CustomerArgument,
+    amount: AmountArgument,
+    reason: ReasonOption,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Take credits away (never below zero), drawn in the same order as consumption."""
+    from database.ledger import revoke
+
+    why = _reason(reason)
+    with _database(config, env, database_url) as db:
+        row = revoke(db.conn, db.schema, customer, amount, reason=why, actor=_actor(config))
+    if format_ is OutputFormat.json:
+        print_json(row)
+        return
+    stdout_console().print(
+        f"[green]✓[/green] {amount} credits revoked from {escape(customer)}; balance {row['balance']}"
+    )
+
+
+@tokens_app.command("set-limit")
+def tokens_set_limit(
+    customer: CustomerArgument,
+    reason: ReasonOption,
+    daily: Annotated[int | None, typer.Option("--daily", min=0, help="Credits per day.")] = None,
+    monthly: Annotated[int | None, typer.Option("--monthly", min=0, help="Credits per month.")] = None,
+    per_request: Annotated[
+        int | None, typer.Option("--per-request", min=0, help="Credits per request.")
+    ] = None,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Override the plan's limits for one customer; a limit not given keeps the plan's value."""
+    from database.ledger import set_limits
+
+    if daily is None and monthly is None and per_request is None:
+        raise CommandError("nothing to set", fix="pass --daily, --monthly and/or --per-request")
+    why = _reason(reason)
+    with _database(config, env, database_url) as db:
+        limits = set_limits(
+            db.conn,
+            db.schema,
+            customer,
+            per_request=per_request,
+            daily=daily,
+            monthly=monthly,
+            reason=why,
+            actor=_actor(config),
+        )
+    if format_ is OutputFormat.json:
+        print_json(limits)
+        return
+    stdout_console().print(f"[green]✓[/green] limits of {escape(customer)}: {_limits_text(limits)}")
+
+
+@tokens_app.command("boost")
+def tokens_boost(
+    customer: CustomerArgument,
+    amount: AmountArgument,
+    reason: ReasonOption,
+    for_: Annotated[
+        str, typer.Option("--for", help="How long the boost lasts: 48h, 3d, 90m.", show_default=False)
+    ],
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Emergency credits for a limited time, drawn first, within the token rules' boost caps."""
+    from database.ledger import boost
+
+    try:
+        duration = parse_duration(for_)
+    except ValueError as exc:
+        raise CommandError(f"--for: {exc}", fix="write e.g. 48h, 3d or 90m") from exc
+    why = _reason(reason)
+    with _database(config, env, database_url) as db:
+        row = boost(db.conn, db.schema, customer, amount, duration, reason=why, actor=_actor(config))
+        timezone = _timezone(db)
+    if format_ is OutputFormat.json:
+        print_json(row)
+        return
+    stdout_console().print(
+        f"[green]✓[/green] {amount} boost credits for {escape(customer)} until "
+        f"{_when(row.get('expires_at'), timezone)}; balance {row['balance']}"
+    )
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def _when(value: Any, timezone: str) -> str:
+    if not value:
+        return "—"
+    moment = datetime.fromisoformat(str(value))
+    return moment.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
+
+
+def _limits_text(limits: Mapping[str, Any]) -> str:
+    parts = [
+        f"{label} {limits[key] if limits.get(key) is not None else 'none'}"
+        for key, label in (("per_request", "per request"), ("daily", "daily"), ("monthly", "monthly"))
+    ]
+    return ", ".join(parts) + (" (overridden)" if limits.get("overridden") else "")
+
+
+def _print_summary(console: Console, summary: Mapping[str, Any]) -> None:
+    timezone = str(summary["timezone"])
+    limits = summary["limits"]
+    today, month = summary["usage_today"], summary["usage_month"]
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    for label, value in (
+        ("customer", summary["customer"]),
+        ("plan", limits.get("plan") or "—"),
+        ("balance", f"{summary['balance']} credits ({summary['usable']} usable now)"),
+        ("limits", _limits_text(limits)),
+        ("today", f"{today['credits']} credits in {today['requests']} requests"),
+        ("this month", f"{month['credits']} credits in {month['requests']} requests"),
+    ):
+        head.add_row(label, escape(str(value)))
+    console.print(head)
+
+    grants = Table(title="grants (in draw order)", caption=f"times in {timezone}")
+    for name in ("source", "remaining", "amount", "priority", "expires", "reason"):
+        grants.add_column(name, justify="right" if name in ("remaining", "amount", "priority") else "left")
+    for g in summary["grants"]:
+        grants.add_row(
+            g["source"],
+            str(g["remaining"]),
+            str(g["amount"]),
+            str(g["priority"]),
+            _when(g.get("expires_at"), timezone),
+            escape(g.get("reason") or "—"),
+        )
+    console.print(grants)
+
+    entries = Table(title="recent entries")
+    for name in ("when", "kind", "amount", "balance", "request", "actor", "reason"):
+        entries.add_column(name, justify="right" if name in ("amount", "balance") else "left")
+    for e in summary["entries"]:
+        entries.add_row(
+            _when(e.get("created_at"), timezone),
+            e["kind"],
+            f"{e['amount']:+d}",
+            str(e["balance_after"]),
+            escape(e.get("request_id") or "—"),
+            escape(e.get("actor") or "—"),
+            escape(e.get("reason") or "—"),
+        )
+    console.print(entries)

@@ -1,0 +1,43 @@
+"""Fixtures shared by the ledger tests: the shipped catalog published, customers on its plans."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from compiler.project import compile_config
+from database.connection import DEFAULT_SCHEMA
+from publishers.postgres.apply import Revision, apply_catalog
+
+S = DEFAULT_SCHEMA
+REPO = Path(__file__).resolve().parent.parent
+PUBLISHED_AT = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+
+
+def publish_shipped(engine: Engine) -> None:
+    result = compile_config(REPO / "pricing")
+    assert result.ok and result.catalog is not None
+    apply_catalog(
+        engine, S, result.catalog, Revision("test"), environment=None, database="test", now=PUBLISHED_AT
+    )
+
+
+def add_customer(engine: Engine, customer: str, plan: str | None = None, *, country: str = "IN") -> None:
+    """Register a customer, subscribed to `plan` (monthly) since 2026-01-01 when given."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"SELECT {S}.register_customer(p_id => :id, p_country => :country)"),
+            {"id": customer, "country": country},
+        )
+        if plan is not None:
+            conn.execute(
+                sa.text(
+                    f"SELECT {S}.register_subscription(p_customer_id => :id, p_plan_id => :plan, "
+                    "p_cycle => 'monthly', p_current_period_start => '2026-01-01T00:00:00Z', "
+                    "p_current_period_end => '2027-01-01T00:00:00Z')"
+                ),
+                {"id": customer, "plan": plan},
+            )
