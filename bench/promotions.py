@@ -29,14 +29,10 @@ import json
 import os
 import platform
 import random
-import secrets
-import shutil
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,17 +44,15 @@ if str(REPO) not in sys.path:  # `python bench/promotions.py` puts bench/, not t
 
 import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from psycopg import sql  # noqa: E402
-from sqlalchemy.engine import Engine, make_url  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
 
+from bench.database import bench_database, libpq  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
-from database import embedded  # noqa: E402
-from database.connection import create_engine, normalize_url  # noqa: E402
+from database.connection import create_engine  # noqa: E402
 from database.migrate import upgrade  # noqa: E402
 from database.promo_codes import generate_codes, sync_code_batches  # noqa: E402
 from publishers.postgres.apply import Revision, apply_catalog  # noqa: E402
 
-URL_ENVS = ("TARIFF_BENCH_DATABASE_URL", "TARIFF_TEST_DATABASE_URL")
 SCHEMA = "tariff"
 SHIPPED = REPO / "pricing"
 PUBLISHED_AT = datetime(2026, 10, 1, tzinfo=UTC)
@@ -115,44 +109,6 @@ def check(condition: bool, message: str) -> None:
 
 
 # -------------------------------------------------------------------------------------------- database
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextmanager
-def bench_database() -> Iterator[tuple[str, str]]:
-    """(SQLAlchemy URL of a fresh database, where it lives); the database is gone afterwards."""
-    configured = next((os.environ[name] for name in URL_ENVS if os.environ.get(name)), None)
-    if configured:
-        server = _libpq(configured)
-        name = f"tariff_promo_bench_{secrets.token_hex(4)}"
-        with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            url = normalize_url(make_url(server).set(database=name)).render_as_string(hide_password=False)
-            yield url, f"database {name} on {make_url(server).host}:{make_url(server).port or 5432}"
-        finally:
-            with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        return
-    # Not under a 0700 directory: when we are root the server runs as another user, who must reach it.
-    parent = Path(tempfile.mkdtemp(prefix="tariff-promo-bench-"))
-    parent.chmod(0o755)
-    root = parent / "pg"
-    try:
-        server_info = embedded.start(root)
-        embedded.ensure_database(server_info, "tariff_bench")
-        yield (
-            normalize_url(server_info.url("tariff_bench")).render_as_string(hide_password=False),
-            f"embedded PostgreSQL in {root} (fsync on)",
-        )
-    finally:
-        try:
-            embedded.stop(root)
-        finally:
-            shutil.rmtree(parent, ignore_errors=True)
 
 
 def publish(engine: Engine) -> None:
@@ -227,7 +183,7 @@ def run_clients(
         latencies: list[float] = []
         outcomes: dict[str, int] = {}
         last: dict[str, float] = {}
-        with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
             ready.wait(timeout=120)
             while time.perf_counter() < stop_at[0]:
                 started = time.perf_counter()
@@ -463,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     rows: list[Row] = []
     try:
-        with bench_database() as (url, where):
+        with bench_database("tariff_promo_bench") as (url, where):
             print(f"database: {where}")
             engine = create_engine(url)
             try:

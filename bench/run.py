@@ -21,14 +21,11 @@ import json
 import os
 import platform
 import pstats
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,18 +34,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/run.py` puts bench/, not the repository, on sys.path
     sys.path.insert(0, str(REPO))
 
-import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from psycopg import sql  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench.database import bench_database  # noqa: E402
 from bench.generate import FULL, QUICK, Sizes, Variant, load_subscribers, write_config  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
-from database import embedded  # noqa: E402
-from database.connection import create_engine, normalize_url  # noqa: E402
+from database.connection import create_engine  # noqa: E402
 from database.migrate import upgrade  # noqa: E402
 
-URL_ENVS = ("TARIFF_BENCH_DATABASE_URL", "TARIFF_TEST_DATABASE_URL")
 SCHEMA = "tariff"
 PLAN_SECONDS, APPLY_SECONDS, PEAK_MB = 3.0, 20.0, 500.0
 
@@ -79,44 +72,6 @@ class Measured:
 
 
 # ------------------------------------------------------------------------------------------- database
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextmanager
-def bench_database() -> Iterator[tuple[str, str]]:
-    """(SQLAlchemy URL of a fresh database, where it lives); the database is gone afterwards."""
-    configured = next((os.environ[name] for name in URL_ENVS if os.environ.get(name)), None)
-    if configured:
-        server = _libpq(configured)
-        name = f"tariff_bench_{secrets.token_hex(4)}"
-        with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            url = normalize_url(make_url(server).set(database=name)).render_as_string(hide_password=False)
-            yield url, f"database {name} on {make_url(server).host}:{make_url(server).port or 5432}"
-        finally:
-            with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        return
-    # Not under /tmp/…/0700: when we are root the server runs as another user, who must reach the data.
-    parent = Path(tempfile.mkdtemp(prefix="tariff-bench-pg-"))
-    parent.chmod(0o755)
-    root = parent / "pg"
-    try:
-        server_info = embedded.start(root)
-        embedded.ensure_database(server_info, "tariff_bench")
-        yield (
-            normalize_url(server_info.url("tariff_bench")).render_as_string(hide_password=False),
-            f"embedded PostgreSQL in {root} (fsync on)",
-        )
-    finally:
-        try:
-            embedded.stop(root)
-        finally:
-            shutil.rmtree(parent, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------- operations

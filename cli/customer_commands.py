@@ -58,12 +58,6 @@ def _database(config: Path, env: str | None, database_url: str | None) -> Abstra
     return transaction(config, env, database_url)
 
 
-def _timezone(db: Transaction) -> str:
-    from database.customers import project_timezone
-
-    return project_timezone(db.conn, db.schema)
-
-
 # ------------------------------------------------------------------------------------------- customers
 
 
@@ -113,7 +107,7 @@ def customers_add(
     )
     with _database(config, env, database_url) as db:
         row = register_customer(db.conn, db.schema, customer)
-        timezone = _timezone(db)
+        timezone = db.timezone
     if format_ is OutputFormat.json:
         print_json(row)
         return
@@ -158,7 +152,7 @@ def customers_show(
         customer = get_customer(db.conn, schema, customer_id)
         subscriptions = list_subscriptions(db.conn, schema, customer_id=customer_id, limit=10_000)
         currencies = load_currencies(db.conn, schema)
-        timezone = _timezone(db)
+        timezone = db.timezone
     if format_ is OutputFormat.json:
         print_json({"customer": customer, "subscriptions": _with_amounts(subscriptions, currencies)})
         return
@@ -186,7 +180,7 @@ def customers_list(
 
     with _database(config, env, database_url) as db:
         rows, total = list_customers(db.conn, db.schema, segment=segment, limit=limit)
-        timezone = _timezone(db)
+        timezone = db.timezone
     if format_ is OutputFormat.json:
         print_json({"total": total, "customers": rows})
         return
@@ -254,7 +248,7 @@ def subscriptions_add(
     )
 
     with _database(config, env, database_url) as db:
-        schema, timezone = db.schema, _timezone(db)
+        schema, timezone = db.schema, db.timezone
         try:
             period_start = parse_time(start, timezone) if start else None
         except ValueError as exc:
@@ -334,7 +328,7 @@ def subscriptions_show(
                 db.conn, schema, customer_id=customer, plan_id=plan, status=status, limit=limit
             )
         currencies = load_currencies(db.conn, schema)
-        timezone = _timezone(db)
+        timezone = db.timezone
     if format_ is OutputFormat.json:
         priced = _with_amounts(rows, currencies)
         print_json(priced[0] if subscription_id is not None else {"subscriptions": priced})

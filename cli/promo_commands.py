@@ -8,9 +8,7 @@ SQLAlchemy.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -27,8 +25,7 @@ from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat
 from cli.output import EXIT_ERROR, print_json, stderr_console, stdout_console
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
+    from cli.session import Transaction
     from compiler.money import Currency
     from database.promotions import CodeCheck, Item, PromotionStatus, Quote
 
@@ -76,38 +73,10 @@ class ExportFormat(StrEnum):
     csv = "csv"
 
 
-@dataclass(frozen=True, slots=True)
-class _Database:
-    conn: Connection
-    schema: str
+def _database(config: Path, env: str | None, database_url: str | None) -> AbstractContextManager[Transaction]:
+    from cli.session import transaction
 
-    @property
-    def timezone(self) -> str:
-        import sqlalchemy as sa
-
-        from database.connection import quote_schema
-
-        zone = self.conn.execute(
-            sa.text(f"SELECT timezone FROM {quote_schema(self.schema)}.catalog_state")
-        ).scalar()
-        return str(zone) if zone else "UTC"
-
-
-@contextmanager
-def _database(config: Path, env: str | None, database_url: str | None) -> Iterator[_Database]:
-    """One transaction on the resolved database; its errors become a message and a fix."""
-    from cli.session import open_session
-    from database.errors import DatabaseError
-
-    # Migration notes go to stderr, so `--format json` output stays parseable.
-    session = open_session(config, env, database_url, stderr_console())
-    try:
-        with session.engine.begin() as conn:
-            yield _Database(conn, session.schema)
-    except DatabaseError as exc:
-        raise CommandError(exc.message, exc.fix) from exc
-    finally:
-        session.engine.dispose()
+    return transaction(config, env, database_url)
 
 
 def register(app: typer.Typer) -> None:

@@ -87,6 +87,13 @@ class Transaction:
     conn: Connection
     schema: str
 
+    @property
+    def timezone(self) -> str:
+        """The published catalog's time zone, for showing and reading times (UTC before any apply)."""
+        from database.customers import project_timezone
+
+        return project_timezone(self.conn, self.schema)
+
 
 @contextmanager
 def transaction(config: Path, env: str | None, database_url: str | None) -> Iterator[Transaction]:
