@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,11 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption
+from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
 from cli.output import print_json, stdout_console
 
 if TYPE_CHECKING:
-    from cli.session import Transaction
     from compiler.money import Currency
     from database.customer_import import ImportResult
 
@@ -50,12 +48,6 @@ _STATUS_STYLE = {
     "canceled": "dim",
     "expired": "dim",
 }
-
-
-def _database(config: Path, env: str | None, database_url: str | None) -> AbstractContextManager[Transaction]:
-    from cli.session import transaction
-
-    return transaction(config, env, database_url)
 
 
 # ------------------------------------------------------------------------------------------- customers
@@ -105,7 +97,7 @@ def customers_add(
         segments=tuple(dict.fromkeys(segments)) if segments else None,
         attributes=_parse_attributes(attributes) if attributes else None,
     )
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         row = register_customer(db.conn, db.schema, customer)
         timezone = db.timezone
     if format_ is OutputFormat.json:
@@ -131,7 +123,7 @@ def customers_import(
     """
     from database.customer_import import import_customers
 
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         result = import_customers(db.conn, db.schema, file)
     _report_import(result, format_)
 
@@ -147,7 +139,7 @@ def customers_show(
     """A customer and all its subscriptions."""
     from database.customers import get_customer, list_subscriptions, load_currencies
 
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         schema = db.schema
         customer = get_customer(db.conn, schema, customer_id)
         subscriptions = list_subscriptions(db.conn, schema, customer_id=customer_id, limit=10_000)
@@ -178,7 +170,7 @@ def customers_list(
     """Registered customers, newest first."""
     from database.customers import list_customers
 
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         rows, total = list_customers(db.conn, db.schema, segment=segment, limit=limit)
         timezone = db.timezone
     if format_ is OutputFormat.json:
@@ -247,7 +239,7 @@ def subscriptions_add(
         register_subscription,
     )
 
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         schema, timezone = db.schema, db.timezone
         try:
             period_start = parse_time(start, timezone) if start else None
@@ -290,7 +282,7 @@ def subscriptions_import(
     """
     from database.customer_import import import_subscriptions
 
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         result = import_subscriptions(db.conn, db.schema, file)
     _report_import(result, format_)
 
@@ -319,7 +311,7 @@ def subscriptions_show(
             "give a subscription ID or filters (--customer, --plan, --status), not both",
             fix="drop the ID to list, or the filters to show one subscription",
         )
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         schema = db.schema
         if subscription_id is not None:
             rows = [get_subscription(db.conn, schema, subscription_id)]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from cli.session import Transaction
 
 ConfigOption = Annotated[
     Path,
@@ -47,3 +51,10 @@ DatabaseUrlOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def database(config: Path, env: str | None, database_url: str | None) -> AbstractContextManager[Transaction]:
+    """One transaction for a command. cli.session (SQLAlchemy) is imported only when a command runs."""
+    from cli.session import transaction
+
+    return transaction(config, env, database_url)

@@ -8,7 +8,6 @@ SQLAlchemy.
 from __future__ import annotations
 
 import sys
-from contextlib import AbstractContextManager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -21,11 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption
+from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
 from cli.output import EXIT_ERROR, print_json, stderr_console, stdout_console
 
 if TYPE_CHECKING:
-    from cli.session import Transaction
     from compiler.money import Currency
     from database.promotions import CodeCheck, Item, PromotionStatus, Quote
 
@@ -73,12 +71,6 @@ class ExportFormat(StrEnum):
     csv = "csv"
 
 
-def _database(config: Path, env: str | None, database_url: str | None) -> AbstractContextManager[Transaction]:
-    from cli.session import transaction
-
-    return transaction(config, env, database_url)
-
-
 def register(app: typer.Typer) -> None:
     """Add `tariff quote` and `tariff promo …` to the main app."""
     app.command("quote")(quote_command)
@@ -115,7 +107,7 @@ def quote_command(
     from database.promotions import quote
 
     item = _item(plan, cycle, package, bundle, currency)
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         moment = _parse_at(at, db.timezone)
         result = quote(
             db.conn, db.schema, item, region=region, codes=codes or (), customer_id=customer, at=moment
@@ -278,7 +270,7 @@ def list_command(
     retired), its current or next window, and redemptions so far against its limit."""
     from database.promotions import list_promotions
 
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         moment = _parse_at(at, db.timezone)
         rows = list_promotions(db.conn, db.schema, moment)
         timezone = db.timezone
@@ -348,7 +340,7 @@ def codes_list_command(
     """A promotion's codes: the vanity code, then generated batches oldest first."""
     from database.promotions import list_codes
 
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         rows, total, used = list_codes(db.conn, db.schema, promotion, limit=limit)
         timezone = db.timezone
     if format_ is OutputFormat.json:
@@ -397,7 +389,7 @@ def codes_export_command(
     from database.promotions import export_codes
 
     del format_  # CSV is the only format: spreadsheets and mail-merge tools read it
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         if out is None:
             export_codes(db.conn, db.schema, promotion, sys.stdout.buffer)
             sys.stdout.flush()
@@ -441,7 +433,7 @@ def codes_generate_command(
 
     if not 1 <= count <= _MAX_GENERATE:
         raise CommandError(f"--count {count} is out of range", fix=f"ask for 1 to {_MAX_GENERATE:,} codes")
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         s = quote_schema(db.schema)
         row = db.conn.execute(
             sa.text(
@@ -516,7 +508,7 @@ def check_command(
     from database.promotions import check_code, quote
 
     item = _item(plan, cycle, package, bundle, None) if (plan or package or bundle or cycle) else None
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         moment = _parse_at(at, db.timezone)
         found = check_code(db.conn, db.schema, code, customer_id=customer, at=moment)
         timezone = db.timezone

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption
+from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
 from cli.output import print_json, stdout_console
 
 if TYPE_CHECKING:
@@ -47,12 +46,6 @@ _DURATION = re.compile(
     r"(?P<n>[1-9][0-9]{0,5})\s*(?P<unit>m|mins?|minutes?|h|hours?|d|days?|w|weeks?)", re.IGNORECASE
 )
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _database(config: Path, env: str | None, database_url: str | None) -> AbstractContextManager[Transaction]:
-    from cli.session import transaction
-
-    return transaction(config, env, database_url)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -121,7 +114,7 @@ def tokens_show(
     """Balance by grant (in draw order), limits in force, usage today and this month, recent entries."""
     from database.ledger import account_summary
 
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         summary = account_summary(db.conn, db.schema, customer, entries=entries)
     if format_ is OutputFormat.json:
         print_json(summary)
@@ -156,7 +149,7 @@ def tokens_grant(
     from database.ledger import grant
 
     why = _reason(reason)
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         row = grant(
             db.conn,
             db.schema,
@@ -194,7 +187,7 @@ def tokens_revoke(
     from database.ledger import revoke
 
     why = _reason(reason)
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         row = revoke(db.conn, db.schema, customer, amount, reason=why, actor=_actor(config))
     if format_ is OutputFormat.json:
         print_json(row)
@@ -224,7 +217,7 @@ def tokens_set_limit(
     if daily is None and monthly is None and per_request is None:
         raise CommandError("nothing to set", fix="pass --daily, --monthly and/or --per-request")
     why = _reason(reason)
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         limits = set_limits(
             db.conn,
             db.schema,
@@ -262,7 +255,7 @@ def tokens_boost(
     except ValueError as exc:
         raise CommandError(f"--for: {exc}", fix="write e.g. 48h, 3d or 90m") from exc
     why = _reason(reason)
-    with _database(config, env, database_url) as db:
+    with database(config, env, database_url) as db:
         row = boost(db.conn, db.schema, customer, amount, duration, reason=why, actor=_actor(config))
         timezone = _timezone(db)
     if format_ is OutputFormat.json:
