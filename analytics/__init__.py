@@ -1,0 +1,1 @@
+"""Reports: token and revenue analytics, forecasts, anomalies and the admin status screen."""
