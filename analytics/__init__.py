@@ -1,1 +1,4 @@
-"""Reports: token and revenue analytics, forecasts, anomalies and the admin status screen."""
+"""Analytics: the report model, its renderers, the token and revenue reports and the demo history.
+
+Imports flow cli → analytics → database: nothing here imports the CLI.
+"""
