@@ -8,14 +8,17 @@ Thresholds and their meaning are documented in docs/reports.md and at the top of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from database.connection import quote_schema
+
+if TYPE_CHECKING:
+    from analytics.model import Report
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +135,55 @@ def raise_anomaly_alerts(
         )
     summary: dict[str, Any] = result.scalar_one()
     return summary
+
+
+def anomaly_report(
+    anomalies: list[Anomaly],
+    since: date,
+    until: date,
+    *,
+    customer: str | None = None,
+    model: str | None = None,
+    thresholds: Thresholds = Thresholds(),
+    now: datetime | None = None,
+) -> Report:
+    """The anomalies, strongest first, each with its plain-language explanation."""
+    from analytics.model import Column, Report, Section
+
+    filters = {k: v for k, v in (("customer", customer), ("model", model)) if v}
+    section = Section(
+        key="anomalies",
+        title="Unusual usage, strongest first",
+        columns=(
+            Column("rank", "#", "int"),
+            Column("day", "Day", "date"),
+            Column("customer", "Customer", "text"),
+            Column("model", "Model", "text"),
+            Column("credits", "Credits", "int"),
+            Column("usual", "Usual (median)", "decimal"),
+            Column("ratio", "× usual", "decimal"),
+            Column("score", "Score", "decimal"),
+            Column("explanation", "What happened", "text"),
+        ),
+        rows=tuple(
+            (n, a.day, a.customer, a.model, a.credits, a.usual, a.ratio, a.score, explain(a))
+            for n, a in enumerate(anomalies, 1)
+        ),
+        note=(
+            f"A day is unusual when it is at least {thresholds.min_ratio}× and {thresholds.min_excess} "
+            f"credits above the median of the same weekday over the previous {thresholds.weeks} weeks "
+            f"(at least {thresholds.min_history} of them), with a robust score (distance from the median "
+            f"in scaled MADs) of {thresholds.min_score} or more."
+            if anomalies
+            else "Nothing unusual: every customer's usage stayed within their own weekday pattern."
+        ),
+    )
+    return Report(
+        key="anomalies",
+        title="Usage anomalies",
+        period_from=since,
+        period_to=until,
+        filters=filters,
+        sections=(section,),
+        generated_at=now or datetime.now(UTC),
+    )
