@@ -26,6 +26,7 @@ from cli.output import (
 from cli.plan_commands import register as register_plan_commands
 from cli.preview_command import register as register_preview_command
 from cli.promo_commands import register as register_promo_commands
+from cli.status_command import status as status_command
 from cli.tick_command import tick as tick_command
 from cli.token_commands import tokens_app
 from database.errors import DatabaseError
@@ -134,6 +135,7 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(tokens_app, name="tokens")
 app.command("tick")(tick_command)
+app.command("status")(status_command)
 
 
 def main() -> None:
