@@ -23,6 +23,7 @@ from cli.output import (
     stderr_console,
     stdout_console,
 )
+from cli.payment_commands import register as register_payment_commands
 from cli.payu_commands import payu_app
 from cli.plan_commands import register as register_plan_commands
 from cli.preview_command import register as register_preview_command
@@ -136,6 +137,7 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(payu_app, name="payu")
+register_payment_commands(payu_app)
 app.command("tick")(tick_command)
 
 
