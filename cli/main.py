@@ -23,6 +23,8 @@ from cli.output import (
     stderr_console,
     stdout_console,
 )
+from cli.payment_commands import register as register_payment_commands
+from cli.payu_commands import payu_app
 from cli.plan_commands import register as register_plan_commands
 from cli.preview_command import register as register_preview_command
 from cli.promo_commands import register as register_promo_commands
@@ -30,6 +32,7 @@ from cli.status_command import status as status_command
 from cli.tick_command import tick as tick_command
 from cli.token_commands import tokens_app
 from database.errors import DatabaseError
+from publishers.payu.errors import PayUError
 
 app = typer.Typer(
     name="tariff",
@@ -134,6 +137,8 @@ register_promo_commands(app)
 app.add_typer(customers_app, name="customers")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(payu_app, name="payu")
+register_payment_commands(payu_app)
 app.command("tick")(tick_command)
 app.command("status")(status_command)
 
@@ -147,7 +152,7 @@ def main() -> None:
         if code == EXIT_CHANGES and not changes_signalled():
             code = EXIT_ERROR
         sys.exit(code)
-    except (CommandError, DatabaseError) as exc:
+    except (CommandError, DatabaseError, PayUError) as exc:
         report_error(stderr_console(), exc.message, exc.fix)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:

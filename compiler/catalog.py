@@ -64,6 +64,7 @@ class PayUSettings:
     api_url: str | None = None
     success_url: str | None = None
     failure_url: str | None = None
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,6 +167,7 @@ def _settings(catalog: Catalog) -> dict[str, Any]:
                             "api_url",
                             "success_url",
                             "failure_url",
+                            "webhook_url",
                         )
                     }
                 )

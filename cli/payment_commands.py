@@ -1,0 +1,582 @@
+"""`tariff payu checkout|ingest|webhook|refund|refunds|reconcile|payments`: payments through PayU, priced by
+Tariff, recorded idempotently in the database (database/payments.py, migration 0011).
+
+The PayU key and salt come from the environment variables the environment's `payu` settings name; they are
+read before anything is written, so a missing secret never leaves a half-made payment behind.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cli.errors import CommandError
+from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
+from cli.output import print_json, stderr_console, stdout_console
+
+if TYPE_CHECKING:
+    from publishers.payu.client import PayUClient
+    from publishers.payu.config import PayUConfig
+    from publishers.payu.credentials import PayUCredentials
+
+TxnidArgument = Annotated[str, typer.Argument(metavar="TXNID", help="Tariff's txnid of the payment.")]
+
+
+def _payu(config: Path, env: str | None) -> tuple[PayUConfig, PayUCredentials, PayUClient]:
+    from cli.payu_commands import payu_settings
+    from publishers.payu.client import PayUClient
+    from publishers.payu.errors import PayUError
+
+    settings = payu_settings(config, env)
+    try:
+        credentials = settings.credentials()
+    except PayUError as exc:
+        raise CommandError(exc.message, exc.fix) from exc
+    return settings, credentials, PayUClient(settings.api_url, credentials)
+
+
+def _payu_error(exc: Exception) -> CommandError:
+    message = getattr(exc, "message", str(exc))
+    return CommandError(message, getattr(exc, "fix", None))
+
+
+def _actor(config: Path) -> str:
+    from cli.revision_context import actor
+
+    return actor(config)
+
+
+def _money(minor: Any, currency: str, units: int = 2) -> str:
+    return f"{Decimal(int(minor)).scaleb(-units):.{units}f} {currency}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the payment commands to `tariff payu`."""
+    app.command("checkout")(checkout)
+    app.command("ingest")(ingest)
+    app.command("webhook")(webhook)
+    app.command("refund")(refund)
+    app.command("refunds")(refunds)
+    app.command("reconcile")(reconcile)
+    app.command("payments")(payments)
+
+
+# --------------------------------------------------------------------------------------------- checkout
+
+
+def checkout(
+    customer: Annotated[str, typer.Option("--customer", help="The app's own user id.", show_default=False)],
+    plan: Annotated[str | None, typer.Option("--plan", help="Plan to buy (with --cycle).")] = None,
+    cycle: Annotated[str | None, typer.Option("--cycle", help="Billing cycle of the plan.")] = None,
+    package: Annotated[str | None, typer.Option("--package", help="Token package to buy.")] = None,
+    bundle: Annotated[str | None, typer.Option("--bundle", help="Bundle (its promotion id) to buy.")] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", help="Pricing region; default: the customer's region.")
+    ] = None,
+    code: Annotated[
+        list[str] | None, typer.Option("--code", help="Promotion code (repeatable).", show_default=False)
+    ] = None,
+    txnid: Annotated[
+        str | None,
+        typer.Option("--txnid", help="Use this txnid (≤ 25 letters and digits); default: a fresh one."),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write a self-contained page that posts the form to PayU at once."),
+    ] = None,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Price an item with promotions and tax, record a pending payment and print the signed PayU form.
+
+    Exactly one of --plan (with --cycle), --package or --bundle. The amount posted is the exact string
+    hashed; udf1..udf5 carry item, cycle, customer, payment id and promotions.
+    """
+    from database.payments import PaymentError
+    from publishers.payu.checkout import form_for
+
+    chosen = [
+        name for name, value in (("--plan", plan), ("--package", package), ("--bundle", bundle)) if value
+    ]
+    if len(chosen) != 1:
+        raise CommandError(
+            "name exactly one item to buy" + (f" (got {', '.join(chosen)})" if chosen else ""),
+            fix="pass --plan pro --cycle annual, --package extra-500 or --bundle creator-bundle",
+        )
+    if plan and not cycle:
+        raise CommandError(f"--plan {plan} needs --cycle", fix="add --cycle monthly or --cycle annual")
+    if cycle and not plan:
+        raise CommandError("--cycle goes with --plan only", fix="packages and bundles have no billing cycle")
+    item = {"plan": plan, "cycle": cycle} if plan else {"package": package} if package else {"bundle": bundle}
+    settings, credentials, _client = _payu(config, env)
+    if html is not None and html.exists() and html.is_dir():
+        raise CommandError(f"--html {html} is a directory", fix="name a file, e.g. --html checkout.html")
+    with database(config, env, database_url) as db:
+        try:
+            payment = _checkout(db, customer, item, region, code, txnid, settings.environment, _actor(config))
+        except PaymentError as exc:
+            raise CommandError(exc.message, exc.fix) from exc
+        try:
+            form = form_for(payment, settings, credentials)
+        except ValueError as exc:
+            raise CommandError(
+                f"cannot sign the checkout: {exc}", fix="check the customer's name and email"
+            ) from exc
+        if html is not None:
+            try:
+                html.write_text(form.html(), encoding="utf-8")
+            except OSError as exc:
+                raise CommandError(
+                    f"cannot write {html}: {exc.strerror}", fix="choose a writable path"
+                ) from exc
+    if format_ is OutputFormat.json:
+        print_json(form.to_json())
+        return
+    console = stdout_console()
+    console.print(
+        f"payment [bold]{payment['txnid']}[/bold] pending: {escape(payment['productinfo'])} for "
+        f"{payment['customer_id']} — {payment['amount_text']} {payment['currency']}"
+        + (
+            f" ({_money(payment['tax_minor'], payment['currency'])} {payment['tax_name']} included)"
+            if payment["tax_minor"]
+            else ""
+        ),
+        highlight=False,
+    )
+    if payment["discount_minor"]:
+        console.print(
+            f"  list {_money(payment['list_minor'], payment['currency'])}, discount "
+            f"{_money(payment['discount_minor'], payment['currency'])} ({', '.join(payment['promotion_ids'])})",
+            highlight=False,
+        )
+    console.print(f"  POST {form.action}", highlight=False, markup=False)
+    for name, value in form.fields.items():
+        console.print(f"    {name}={value}", highlight=False, markup=False)
+    if html is not None:
+        console.print(f"  wrote {html}", highlight=False, markup=False)
+
+
+def _checkout(
+    db: Any,
+    customer: str,
+    item: dict[str, Any],
+    region: str | None,
+    codes: list[str] | None,
+    txnid: str | None,
+    environment: str,
+    actor: str,
+) -> dict[str, Any]:
+    from database.payments import checkout as run_checkout
+
+    return run_checkout(
+        db.conn,
+        db.schema,
+        customer,
+        {k: v for k, v in item.items() if v is not None},
+        region=region,
+        codes=codes,
+        txnid=txnid,
+        environment=environment,
+        actor=actor,
+    )
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+def ingest(
+    file: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|-",
+            help="PayU bodies, one per line (form or JSON), or a JSON array; - reads standard input.",
+        ),
+    ] = "-",
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Take in PayU payment results and refund callbacks: check hashes, confirm with PayU, act once each.
+
+    All bodies are checked before anything is written; one bad body refuses the whole file.
+    """
+    from database.payments import PaymentError
+    from publishers.payu.errors import PayUError
+    from publishers.payu.results import parse_bodies, take_in
+
+    if file == "-":
+        text, source = sys.stdin.read(), "stdin"
+    else:
+        path = Path(file)
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except FileNotFoundError as exc:
+            raise CommandError(
+                f"{file}: no such file", fix="pass a file of PayU bodies, or - for stdin"
+            ) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(
+                f"{file}: cannot read it as UTF-8 text ({exc})", fix="pass a text file"
+            ) from exc
+    try:
+        bodies = parse_bodies(text, source)
+    except PayUError as exc:
+        raise _payu_error(exc) from exc
+    _settings, credentials, client = _payu(config, env)
+    with database(config, env, database_url) as db:
+        try:
+            results = take_in(db.conn, db.schema, bodies, client, credentials, source="ingest")
+        except (PayUError, PaymentError) as exc:
+            raise _payu_error(exc) from exc
+    if format_ is OutputFormat.json:
+        print_json(results)
+        return
+    _print_results(results)
+
+
+def _print_results(results: list[dict[str, Any]]) -> None:
+    console = stdout_console()
+    for r in results:
+        if r["kind"] == "payment":
+            extra = ""
+            if r.get("subscription"):
+                extra += f", subscription {r['subscription']}"
+            if r.get("tokens_granted"):
+                extra += f", {r['tokens_granted']} credits"
+            if r.get("invoice"):
+                extra += f", invoice {r['invoice']}"
+            console.print(
+                f"{r['where']}: {r['txnid']} {r['status']} → {r['outcome']} (payment {r.get('payment_status', '-')}"
+                f"{extra})" + (f" — {r['detail']}" if r.get("detail") else ""),
+                highlight=False,
+                markup=False,
+            )
+        else:
+            console.print(
+                f"{r['where']}: refund {r['token']} of {r['txnid']} → {r['status']}"
+                + (" (duplicate)" if r.get("duplicate") else ""),
+                highlight=False,
+                markup=False,
+            )
+
+
+def webhook(
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free one).")
+    ] = 8787,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Receive PayU payment webhooks and refund callbacks over HTTP until interrupted.
+
+    Each POST is taken in like `tariff payu ingest`: 200 when recorded (or already recorded), 400 for a body
+    refused (nothing written), 503 when PayU or the database cannot be reached (PayU delivers again).
+    """
+    from cli.session import open_session
+    from publishers.payu.webhook import WebhookServer
+
+    _settings, credentials, client = _payu(config, env)
+    session = open_session(config, env, database_url, stderr_console())
+    try:
+        server = WebhookServer((host, port), session.engine, session.schema, client, credentials, _print_one)
+    except OSError as exc:
+        session.engine.dispose()
+        raise CommandError(
+            f"cannot listen on {host}:{port}: {exc.strerror}", fix="choose another --port"
+        ) from exc
+    stderr_console().print(f"listening on {server.url} (Ctrl-C to stop)", highlight=False, markup=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        session.engine.dispose()
+
+
+def _print_one(result: dict[str, Any]) -> None:
+    _print_results([result])
+
+
+# ------------------------------------------------------------------------------------------- refunds
+
+
+def _minor(amount: str, units: int) -> int:
+    try:
+        value = Decimal(amount.strip())
+    except InvalidOperation as exc:
+        raise CommandError(f"--amount {amount!r} is not a number", fix="write e.g. --amount 749.50") from exc
+    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal(1).scaleb(-units)):
+        raise CommandError(
+            f"--amount {amount} must be positive with at most {units} decimals",
+            fix="write e.g. --amount 749.50",
+        )
+    return int(value.scaleb(units))
+
+
+def refund(
+    txnid: TxnidArgument,
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why (kept with the refund).", show_default=False)
+    ],
+    amount: Annotated[
+        str | None, typer.Option("--amount", help="Amount to refund; default: everything left to refund.")
+    ] = None,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Refund a payment in full or in part through PayU, never twice.
+
+    The refund and its unique token are recorded before PayU is called; after a network failure, run the
+    same command again: it resends the same token. Credits the payment granted are taken back in proportion
+    and, once the payment is refunded in full, its promotion redemption is released.
+    """
+    from cli.session import open_session
+    from database.payments import PaymentError, payment
+    from publishers.payu.errors import PayUError
+    from publishers.payu.refunds import refund as run_refund
+
+    if not reason.strip():
+        raise CommandError("--reason must not be empty", fix='say why, e.g. --reason "duplicate charge"')
+    settings, _credentials, client = _payu(config, env)
+    session = open_session(config, env, database_url, stderr_console())
+    try:
+        with session.engine.begin() as conn:
+            found = payment(conn, session.schema, txnid)
+            units = 2
+            if found is not None:
+                from sqlalchemy import text
+
+                from database.connection import quote_schema
+
+                units = int(
+                    conn.execute(
+                        text(
+                            f"SELECT minor_units FROM {quote_schema(session.schema)}.currencies WHERE code = :c"
+                        ),
+                        {"c": found["currency"]},
+                    ).scalar_one()
+                )
+        minor = None if amount is None else _minor(amount, units)
+        try:
+            result = run_refund(
+                session.engine,
+                session.schema,
+                client,
+                txnid,
+                minor,
+                reason.strip(),
+                _actor(config),
+                settings.webhook_url,
+            )
+        except (PayUError, PaymentError) as exc:
+            raise _payu_error(exc) from exc
+    finally:
+        session.engine.dispose()
+    if format_ is OutputFormat.json:
+        print_json(result)
+        return
+    stdout_console().print(
+        f"refund {result['token']} of {result['amount_text']} {result['currency']} on {txnid}: {result['status']}"
+        + (f" (request {result['request_id']})" if result.get("request_id") else "")
+        + (" — recovered from an earlier attempt" if result.get("recovered") else ""),
+        highlight=False,
+        markup=False,
+    )
+
+
+def refunds(
+    status: Annotated[str | None, typer.Option("--status", help="Only refunds in this state.")] = None,
+    poll: Annotated[
+        bool, typer.Option("--poll", help="Ask PayU for the state of every unsettled refund first.")
+    ] = False,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """List refunds with their state (requested, queued, in_progress, success, failure, error)."""
+    from cli.session import open_session
+    from database.payments import REFUND_STATUSES, PaymentError
+    from database.payments import refunds as list_refunds
+    from publishers.payu.errors import PayUError
+    from publishers.payu.refunds import poll as run_poll
+
+    if status is not None and status not in REFUND_STATUSES:
+        raise CommandError(
+            f"unknown refund status {status!r}", fix=f"use one of {', '.join(REFUND_STATUSES)}"
+        )
+    client = _payu(config, env)[2] if poll else None
+    session = open_session(config, env, database_url, stderr_console())
+    try:
+        if client is not None:
+            try:
+                run_poll(session.engine, session.schema, client)
+            except (PayUError, PaymentError) as exc:
+                raise _payu_error(exc) from exc
+        with session.engine.begin() as conn:
+            rows = list_refunds(conn, session.schema, status=status)
+    finally:
+        session.engine.dispose()
+    if format_ is OutputFormat.json:
+        print_json(rows)
+        return
+    table = Table("token", "txnid", "amount", "status", "request id", "reason", box=None)
+    for r in rows:
+        table.add_row(
+            r["token"],
+            r["txnid"],
+            f"{r['amount_text']} {r['currency']}",
+            r["status"],
+            r.get("request_id") or "-",
+            r["reason"],
+        )
+    stdout_console().print(table)
+
+
+# ------------------------------------------------------------------------------------- reconciliation
+
+
+def reconcile(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Also check payments changed since this date or time (default: 7 days ago)."
+        ),
+    ] = None,
+    fix: Annotated[
+        bool,
+        typer.Option("--fix", help="Apply the safe corrections (settle as PayU says; expire never-paid)."),
+    ] = False,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Compare pending and recent payments with PayU and report every mismatch.
+
+    Reports payments paid at PayU but pending here, failed at PayU, never seen by PayU, amounts that
+    differ, fulfilment failures and txnids Tariff never issued; --fix applies the safe corrections.
+    """
+    from compiler.timeutil import parse_timestamp
+    from database.payments import PaymentError
+    from publishers.payu.errors import PayUError
+    from publishers.payu.reconcile import reconcile as run_reconcile
+
+    now = datetime.now(UTC)
+    if since is None:
+        start = now - timedelta(days=7)
+    else:
+        try:
+            start = parse_timestamp(since, "UTC")
+        except ValueError as exc:
+            raise CommandError(
+                f"--since: {exc}", fix="write e.g. 2026-11-01 or 2026-11-01T09:00+05:30"
+            ) from exc
+    _settings, _credentials, client = _payu(config, env)
+    with database(config, env, database_url) as db:
+        try:
+            report = run_reconcile(db.conn, db.schema, client, start, now, fix=fix)
+        except (PayUError, PaymentError) as exc:
+            raise _payu_error(exc) from exc
+    if format_ is OutputFormat.json:
+        print_json(report)
+    else:
+        console = stdout_console()
+        console.print(
+            f"checked {report['checked']} payment(s) since {report['since']}: {len(report['mismatches'])} "
+            f"mismatch(es), {report['fixed']} fixed",
+            highlight=False,
+            markup=False,
+        )
+        for m in report["mismatches"]:
+            console.print(
+                f"  {m['txnid']}: {m['issue']} (Tariff {m['tariff_status'] or '-'} {m['tariff_amount'] or ''}, "
+                f"PayU {m['payu_status'] or '-'} {m['payu_amount'] or ''})"
+                + (" — fixed" if m["fixed"] else " — fixable with --fix" if m["fixable"] else ""),
+                highlight=False,
+                markup=False,
+            )
+
+
+def payments(
+    txnid: Annotated[str | None, typer.Argument(metavar="[TXNID]", help="Show one payment in full.")] = None,
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this customer's payments.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only payments in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """List payments, newest first, or show one with its events, refunds and invoice."""
+    from database.payments import PAYMENT_STATUSES, payment
+    from database.payments import payments as list_payments
+
+    if status is not None and status not in PAYMENT_STATUSES:
+        raise CommandError(
+            f"unknown payment status {status!r}", fix=f"use one of {', '.join(PAYMENT_STATUSES)}"
+        )
+    with database(config, env, database_url) as db:
+        if txnid is not None:
+            one = payment(db.conn, db.schema, txnid)
+            if one is None:
+                raise CommandError(
+                    f"no payment with txnid {txnid!r}", fix="list them with tariff payu payments"
+                )
+            rows = [one]
+        else:
+            rows = list_payments(db.conn, db.schema, customer=customer, status=status, limit=limit)
+    if format_ is OutputFormat.json:
+        print_json(rows[0] if txnid is not None else rows)
+        return
+    table = Table("txnid", "customer", "item", "amount", "status", "created", box=None)
+    for r in rows:
+        item = (
+            (r.get("plan_id") and f"{r['plan_id']} ({r['cycle']})") or r.get("package_id") or r.get("bundle_id")
+        )
+        table.add_row(
+            r["txnid"],
+            r["customer_id"],
+            str(item),
+            f"{r['amount_text']} {r['currency']}",
+            r["status"],
+            str(r["created_at"])[:19],
+        )
+    stdout_console().print(table)
+    if txnid is not None:
+        one = rows[0]
+        console = stdout_console()
+        for e in one["events"]:
+            console.print(
+                f"  event {e['kind']} {e['status']} via {e['source']}: {e['outcome']}",
+                highlight=False,
+                markup=False,
+            )
+        for rf in one["refunds"]:
+            console.print(
+                f"  refund {rf['token']} {rf['amount_text']}: {rf['status']}", highlight=False, markup=False
+            )
+        if one.get("invoice"):
+            inv = one["invoice"]
+            console.print(
+                f"  invoice {inv['number']}: net {_money(inv['net_minor'], inv['currency'])} + "
+                f"{inv['tax_name'] or 'tax'} {_money(inv['tax_minor'], inv['currency'])} = "
+                f"{_money(inv['total_minor'], inv['currency'])}",
+                highlight=False,
+                markup=False,
+            )

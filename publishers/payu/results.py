@@ -1,0 +1,259 @@
+"""PayU payment results and refund callbacks, taken in idempotently.
+
+A body is read (JSON first, then form-encoded), checked, confirmed with PayU, then handed to the database,
+which stores each event once and acts on it once (settle_payment / record_refund in migration 0011):
+
+* payment results (browser responses and payment webhooks, form-encoded): the reverse hash must match with
+  this environment's salt and the merchant key must be ours; a success is confirmed with `verify_payment`
+  before anything is granted, and PayU's answer wins over the body's claim;
+* refund callbacks (JSON, `action: refund`, no hash): the refund must be one Tariff asked for; its state is
+  read back with `check_action_status`, never taken from the callback.
+
+All bodies of a batch are parsed and checked before anything is written: one bad body refuses the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from database.connection import quote_schema
+from database.payments import record_refund, settle
+from publishers.payu.client import PayUClient
+from publishers.payu.credentials import PayUCredentials
+from publishers.payu.errors import HASH_FIX, PayUError
+from publishers.payu.hashes import verify_reverse_hash
+
+MAX_BODY = 256 * 1024
+PAYMENT_FIELDS = ("txnid", "status", "amount", "hash", "key", "productinfo", "firstname", "email")
+
+
+class PayloadError(PayUError):
+    """A body that is not a PayU result Tariff can accept; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """One parsed body: where it came from (for messages) and its fields as strings."""
+
+    where: str
+    fields: dict[str, str]
+    kind: str  # payment | refund
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _strings(data: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): "" if v is None else str(v) for k, v in data.items()}
+
+
+def _classify(where: str, data: Mapping[str, Any]) -> Body:
+    fields = _strings(data)
+    if fields.get("action", "").lower() == "refund" or ("request_id" in fields and "token" in fields):
+        if not fields.get("request_id") and not fields.get("token"):
+            raise PayloadError(
+                f"{where}: refund callback without request_id or token",
+                "PayU's refund callbacks carry request_id and token; check the sender.",
+                code="bad_payload",
+            )
+        return Body(where, fields, "refund", dict(data))
+    missing = [name for name in PAYMENT_FIELDS if not fields.get(name)]
+    if missing:
+        raise PayloadError(
+            f"{where}: not a PayU payment result: missing {', '.join(missing)}",
+            "Pass PayU's form POST to surl/furl or its payment webhook body as received "
+            "(form-encoded or JSON), one per line.",
+            code="bad_payload",
+        )
+    if fields["status"].lower() not in ("success", "failure", "pending"):
+        raise PayloadError(
+            f"{where}: unknown status {fields['status']!r}",
+            "PayU reports success, failure or pending.",
+            code="bad_payload",
+        )
+    return Body(where, fields, "payment", dict(data))
+
+
+def _form(where: str, text: str) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError as exc:
+        raise PayloadError(
+            f"{where}: neither JSON nor a form-encoded body ({exc})",
+            "Pass the body exactly as PayU posted it: key=value&key=value…, or a JSON object.",
+            code="bad_payload",
+        ) from exc
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields and fields[name] != value:
+            raise PayloadError(f"{where}: field {name!r} given twice", code="bad_payload")
+        fields[name] = value
+    return fields
+
+
+def parse_body(text: str, where: str = "body", content_type: str | None = None) -> Body:
+    """One body as a webhook receives it: JSON first (refund callbacks), then form-encoded."""
+    text = text.strip()
+    if not text:
+        raise PayloadError(f"{where}: empty body", "PayU posts a non-empty body.", code="bad_payload")
+    if len(text) > MAX_BODY:
+        raise PayloadError(f"{where}: body larger than {MAX_BODY} bytes", code="bad_payload")
+    if text.startswith("{") or (content_type or "").startswith("application/json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PayloadError(
+                f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                code="bad_payload",
+            ) from exc
+        if not isinstance(data, dict):
+            raise PayloadError(f"{where}: a JSON body must be an object", code="bad_payload")
+        return _classify(where, data)
+    return _classify(where, _form(where, text))
+
+
+def parse_bodies(text: str, source: str = "input") -> list[Body]:
+    """Every body in a file: a JSON object, a JSON array of objects, JSON lines, or form bodies one per line."""
+    stripped = text.strip()
+    if not stripped:
+        raise PayloadError(f"{source}: no bodies", "Pass one PayU body per line.", code="bad_payload")
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise PayloadError(
+                f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                code="bad_payload",
+            ) from exc
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise PayloadError(f"{source}: a JSON array must hold objects", code="bad_payload")
+        return [_classify(f"{source} item {n}", item) for n, item in enumerate(items, 1)]
+    if stripped.startswith("{"):
+        try:
+            return [parse_body(stripped, source)]
+        except PayloadError:
+            pass  # perhaps JSON lines
+    bodies = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            bodies.append(parse_body(line, f"{source}:{number}"))
+    return bodies
+
+
+def check_payment_hash(body: Body, credentials: PayUCredentials) -> None:
+    if body.fields.get("key") != credentials.key:
+        raise PayloadError(
+            f"{body.where}: result for another merchant key (txnid {body.fields.get('txnid')})",
+            HASH_FIX,
+            code="wrong_key",
+        )
+    if not verify_reverse_hash(credentials.salt, body.fields):
+        raise PayloadError(
+            f"{body.where}: the hash does not match (txnid {body.fields.get('txnid')}): tampered, or "
+            "signed with another salt",
+            HASH_FIX,
+            code="invalid_hash",
+        )
+
+
+def _refund_row(conn: Connection, schema: str, body: Body) -> dict[str, Any]:
+    s = quote_schema(schema)
+    row = (
+        conn.execute(
+            sa.text(
+                f"SELECT r.id, r.request_id, r.token, p.mihpayid, p.txnid FROM {s}.refunds r "
+                f"JOIN {s}.payments p ON p.id = r.payment_id "
+                "WHERE (r.request_id = :request_id AND :request_id <> '') OR (r.token = :token AND :token <> '') "
+                "ORDER BY r.id LIMIT 1"
+            ),
+            {"request_id": body.fields.get("request_id", ""), "token": body.fields.get("token", "")},
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise PayloadError(
+            f"{body.where}: refund callback for a refund Tariff did not ask for "
+            f"(request_id {body.fields.get('request_id') or '-'}, token {body.fields.get('token') or '-'})",
+            "Refunds made in PayU's dashboard are not Tariff's; make refunds with tariff payu refund.",
+            code="unknown_refund",
+        )
+    return dict(row)
+
+
+def take_in(
+    conn: Connection,
+    schema: str,
+    bodies: Sequence[Body],
+    client: PayUClient,
+    credentials: PayUCredentials,
+    source: str = "ingest",
+) -> list[dict[str, Any]]:
+    """Check every body, confirm with PayU, then record and act on each once; returns one result per body."""
+    for body in bodies:
+        if body.kind == "payment":
+            check_payment_hash(body, credentials)
+    refund_rows = {id(b): _refund_row(conn, schema, b) for b in bodies if b.kind == "refund"}
+    successes = sorted(
+        {b.fields["txnid"] for b in bodies if b.kind == "payment" and b.fields["status"] == "success"}
+    )
+    confirmed = client.verify_payment(successes) if successes else {}
+
+    results: list[dict[str, Any]] = []
+    for body in bodies:
+        if body.kind == "payment":
+            f = body.fields
+            status = f["status"].lower()
+            verified = False
+            if status == "success":
+                tx = confirmed[f["txnid"]]
+                if not tx.found:
+                    raise PayloadError(
+                        f"{body.where}: PayU has no payment {f['txnid']}, though the body says success",
+                        "Do not trust this body; compare with PayU's dashboard.",
+                        code="not_confirmed",
+                    )
+                status, verified = tx.status, tx.succeeded
+            result = settle(
+                conn,
+                schema,
+                f["txnid"],
+                status,
+                mihpayid=f.get("mihpayid") or None,
+                amount=f["amount"],
+                source=source,
+                payload=body.raw,
+                verified=verified,
+                error=f.get("error_Message") or f.get("field9") or None,
+                mode=f.get("mode") or None,
+            )
+        else:
+            row = refund_rows[id(body)]
+            request_id = body.fields.get("request_id") or row["request_id"]
+            if not request_id:
+                raise PayloadError(f"{body.where}: refund callback without request_id", code="bad_payload")
+            states = client.check_action_status(request_id)
+            if not states:
+                raise PayloadError(
+                    f"{body.where}: PayU has no refund request {request_id}",
+                    "Do not trust this callback; compare with PayU's dashboard.",
+                    code="not_confirmed",
+                )
+            state = states[0]
+            result = record_refund(
+                conn,
+                schema,
+                int(row["id"]),
+                state.status,
+                request_id=request_id,
+                source=source,
+                payload=body.raw,
+                bank_ref=state.bank_ref_num,
+            )
+        results.append({"where": body.where, "kind": body.kind, **result})
+    return results
