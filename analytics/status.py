@@ -9,7 +9,7 @@ EXPLAIN.
 Definitions (days and months in token_rules.timezone):
 * active: subscriptions in status active or past_due; trials: status trialing.
 * MRR: the price version each active subscription pays, per month (a cycle of N months counts 1/N of
-  its price, a cycle of N days 30/N), per currency.
+  its price, a cycle of N days 30.4375/N: cycle_months() of migration 0012), per currency.
 * conversion this month: of the trials that ended this month so far, the share now active or past_due.
 * churn this month: of the subscriptions that existed and were not canceled at the start of the month,
   the share canceled since.
@@ -112,10 +112,9 @@ def collect_status(
     )
 
 
-_MONTHLY = (
-    "CASE c.unit WHEN 'month' THEN pv.amount_minor::numeric / c.every "
-    "ELSE pv.amount_minor::numeric * 30 / c.every END"
-)
+# cycle_months() (migration 0012) is the revenue reports' normalisation: MRR here matches theirs.
+def _monthly(s: str) -> str:
+    return f"pv.amount_minor / {s}.cycle_months(c.every, c.unit)"
 
 
 def _plans(conn: Connection, s: str, p: dict[str, Any]) -> Section:
@@ -127,7 +126,7 @@ def _plans(conn: Connection, s: str, p: dict[str, Any]) -> Section:
                    count(*) FILTER (WHERE sub.status IN ('active', 'past_due')) AS active,
                    count(*) FILTER (WHERE sub.status = 'trialing') AS trials,
                    count(*) FILTER (WHERE sub.status = 'past_due') AS past_due,
-                   sum({_MONTHLY}) FILTER (WHERE sub.status IN ('active', 'past_due')) AS mrr
+                   sum({_monthly(s)}) FILTER (WHERE sub.status IN ('active', 'past_due')) AS mrr
               FROM {s}.subscriptions sub
               JOIN {s}.price_versions pv ON pv.id = sub.price_version_id
               JOIN {s}.billing_cycles c ON c.id = sub.cycle
@@ -274,8 +273,7 @@ def _tokens(conn: Connection, s: str, p: dict[str, Any]) -> Section:
             f"""
             SELECT coalesce(round(sum(CASE pl.allowance_every
                         WHEN 'month' THEN pl.allowance_amount::numeric
-                        WHEN 'cycle' THEN CASE c.unit WHEN 'month' THEN pl.allowance_amount::numeric / c.every
-                                                       ELSE pl.allowance_amount::numeric * 30 / c.every END
+                        WHEN 'cycle' THEN pl.allowance_amount / {s}.cycle_months(c.every, c.unit)
                         ELSE 0 END)), 0) AS allocated
               FROM {s}.subscriptions sub
               JOIN {s}.plans pl ON pl.id = sub.plan_id
