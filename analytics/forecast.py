@@ -226,6 +226,48 @@ def revenue_series(conn: Connection, schema: str, start: date | None, end: date,
     return _zero_filled([(r[0], float(r[1]) / scale) for r in rows], start, end)
 
 
+def mrr_currencies(conn: Connection, schema: str) -> list[str]:
+    """Currencies of paying subscriptions in the subscription history, most MRR first."""
+    rows = conn.execute(
+        sa.text(
+            f"SELECT currency FROM {quote_schema(schema)}.subscription_history WHERE mrr_minor > 0 "
+            "GROUP BY currency ORDER BY sum(mrr_minor) DESC, currency"
+        )
+    ).all()
+    return [str(r[0]).strip() for r in rows]
+
+
+def mrr_series(conn: Connection, schema: str, start: date | None, end: date, currency: str) -> pd.Series:
+    """MRR in force at the end of each day in `currency` (major units), from subscription_history."""
+    s = quote_schema(schema)
+    if start is None:
+        start = conn.execute(
+            sa.text(
+                f"SELECT (min(valid_from) AT TIME ZONE {s}.token_timezone())::date "
+                f"FROM {s}.subscription_history WHERE currency = :currency AND mrr_minor > 0"
+            ),
+            {"currency": currency},
+        ).scalar()
+        if start is None or start > end:
+            return pd.Series(dtype=float)
+    rows = conn.execute(
+        sa.text(
+            f"""
+            SELECT d.day, coalesce(sum(h.mrr_minor), 0)
+              FROM (SELECT g::date AS day, (g::date + 1) AT TIME ZONE {s}.token_timezone() AS day_end
+                      FROM generate_series(CAST(:start AS date), CAST(:end AS date), interval '1 day') g) d
+              LEFT JOIN {s}.subscription_history h
+                     ON h.currency = :currency AND h.mrr_minor > 0 AND h.valid_from < d.day_end
+                    AND (h.valid_to IS NULL OR h.valid_to >= d.day_end)
+             GROUP BY d.day ORDER BY d.day
+            """
+        ),
+        {"start": start, "end": end, "currency": currency},
+    ).all()
+    scale = 10 ** minor_units(conn, schema, currency)
+    return _zero_filled([(r[0], float(r[1]) / scale) for r in rows], start, end)
+
+
 def parse_horizon(text: str) -> int:
     """`90d`, `12w`, `3m` (30-day months) or a bare number of days."""
     cleaned = text.strip().lower()

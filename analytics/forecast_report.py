@@ -15,6 +15,8 @@ from analytics.forecast import (
     forecast,
     last_complete_day,
     minor_units,
+    mrr_currencies,
+    mrr_series,
     revenue_currencies,
     revenue_series,
     token_series,
@@ -22,6 +24,7 @@ from analytics.forecast import (
 from analytics.model import Chart, Column, Report, Section
 
 Subject = Literal["tokens", "revenue"]
+Basis = Literal["auto", "collected", "mrr"]
 HISTORY_SHOWN = 56  # days of actuals printed before the forecast: enough to see the weekly rhythm
 
 
@@ -37,6 +40,7 @@ def build_forecast_report(
     *,
     start: date | None = None,
     currency: str | None = None,
+    basis: Basis = "auto",
     customer: str | None = None,
     model: str | None = None,
     level: float = 0.8,
@@ -44,6 +48,8 @@ def build_forecast_report(
 ) -> Report:
     """Fit on the complete days from `start` (default: all history) to yesterday and forecast `horizon` days.
 
+    Revenue is money collected per day (payments less refunds) or, with basis "mrr", the MRR in force each
+    day (subscription_history); "auto" takes collected money when there is any, else MRR.
     Raises NotEnoughHistoryError for a too-short series and NoRevenueError when there is nothing to fit.
     """
     end = last_complete_day(conn, schema)
@@ -53,15 +59,24 @@ def build_forecast_report(
         filters |= {k: v for k, v in (("customer", customer), ("model", model)) if v}
         places = 0
     else:
+        collected = revenue_currencies(conn, schema, start, end)
+        if basis == "auto":
+            basis = "collected" if collected and (currency is None or currency in collected) else "mrr"
+        found = collected if basis == "collected" else mrr_currencies(conn, schema)
         if currency is None:
-            found = revenue_currencies(conn, schema, start, end)
             if not found:
-                raise NoRevenueError("no collected payments to forecast revenue from")
+                raise NoRevenueError(
+                    "no collected payments to forecast revenue from"
+                    if basis == "collected"
+                    else "no paying subscriptions to forecast MRR from"
+                )
             currency = found[0]
-        series = revenue_series(conn, schema, start, end, currency)
+        loader = revenue_series if basis == "collected" else mrr_series
+        series = loader(conn, schema, start, end, currency)
         if not series.any():
-            raise NoRevenueError(f"no collected payments in {currency} to forecast revenue from")
-        filters["currency"] = currency
+            what = "collected payments" if basis == "collected" else "paying subscriptions"
+            raise NoRevenueError(f"no {what} in {currency} to forecast revenue from")
+        filters |= {"currency": currency, "basis": basis}
         places = minor_units(conn, schema, currency)
     if start is not None:
         filters["from"] = start.isoformat()
@@ -86,7 +101,9 @@ def forecast_report(
 ) -> Report:
     kind: Literal["int", "money"] = "int" if subject == "tokens" else "money"
     unit = "credits" if subject == "tokens" else (currency or "")
-    noun = "Credits" if subject == "tokens" else "Collected"
+    noun = {"tokens": "Credits", "collected": "Collected", "mrr": "MRR"}[
+        "tokens" if subject == "tokens" else filters.get("basis", "collected")
+    ]
     history = result.history.iloc[-HISTORY_SHOWN:]
     history_section = Section(
         key="history",
