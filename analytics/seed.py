@@ -222,8 +222,9 @@ SELECT subscription_id, customer_id, plan_id, cycle, currency, region, price_ver
 _USAGE = """
 CREATE TEMP TABLE seed_usage ON COMMIT DROP AS
 WITH days AS (
-    SELECT s.i, s.customer_id, s.plan_id, d::date AS day,
+    SELECT s.i, s.customer_id, s.plan_id, d::date AS day, s.at AS state_from, coalesce(s.until, :end) AS state_until,
            CASE c.appetite WHEN 'heavy' THEN 9.0 WHEN 'light' THEN 0.35 ELSE 1.6 END
+           * CASE s.plan_id WHEN 'pro' THEN 1.6 ELSE 1.0 END
            * CASE WHEN extract(isodow FROM d) >= 6 THEN 0.55 ELSE 1.15 END
            * (1 + 0.25 * sin(2 * pi() * extract(doy FROM d) / 30.0))
            * (0.4 + 1.2 * pg_temp.rnd(s.i, 1000 + (d::date - DATE '2000-01-01'), :seed)) AS expected
@@ -256,7 +257,7 @@ WITH days AS (
            80 + floor(1400 * r.r1)::integer AS output_tokens
       FROM requests r
 ), priced AS (
-    SELECT s.customer_id, s.plan_id, s.model_id, s.input_tokens, s.output_tokens,
+    SELECT s.customer_id, s.plan_id, s.model_id, s.input_tokens, s.output_tokens, s.state_from, s.state_until,
            ((s.day + make_interval(hours => s.hour, secs => floor(3600 * s.r4)::integer)) AT TIME ZONE :tz)
                AS created_at,
            CASE WHEN s.r2 < 0.6 THEN 'chat' ELSE 'generate' END AS request_type,
@@ -272,9 +273,10 @@ WITH days AS (
     SELECT (:outage_day + time '02:00') AT TIME ZONE :tz AS starts,
            (:outage_day + time '08:00') AT TIME ZONE :tz AS ends
 )
-SELECT p.*
+SELECT p.customer_id, p.plan_id, p.model_id, p.input_tokens, p.output_tokens, p.created_at, p.request_type,
+       p.credits, p.cost, p.cost_currency
   FROM priced p, outage o
- WHERE p.created_at < :end AND NOT (p.created_at >= o.starts AND p.created_at < o.ends)
+ WHERE p.created_at >= p.state_from AND p.created_at < p.state_until AND NOT (p.created_at >= o.starts AND p.created_at < o.ends)
 """
 
 # Admission refuses what the monthly allowance cannot cover: keep each customer-month's requests in time
@@ -327,7 +329,8 @@ ON CONFLICT (customer_id, day, model_id, request_type) DO UPDATE
 _GRANTS = """
 CREATE TEMP TABLE seed_grants ON COMMIT DROP AS
 WITH months AS (
-    SELECT DISTINCT s.customer_id, s.plan_id, m::date AS month
+    SELECT s.customer_id, s.plan_id, m::date AS month,
+           greatest(m AT TIME ZONE :tz, s.at) AS starts_at
       FROM seed_states s
      CROSS JOIN LATERAL generate_series(date_trunc('month', s.at AT TIME ZONE :tz),
                                         date_trunc('month', (coalesce(s.until, :end) AT TIME ZONE :tz)
@@ -335,16 +338,17 @@ WITH months AS (
                                         interval '1 month') AS m
      WHERE s.plan_id IN ('pro', 'premium') AND s.status IN ('trialing', 'active')
 ), one_plan AS (
-    SELECT DISTINCT ON (m.customer_id, m.month) m.customer_id, m.month, p.allowance_amount AS amount
+    SELECT DISTINCT ON (m.customer_id, m.month) m.customer_id, m.month, p.allowance_amount AS amount,
+           m.starts_at
       FROM months m JOIN plans p ON p.id = m.plan_id
      WHERE p.allowance_amount > 0
-     ORDER BY m.customer_id, m.month, p.allowance_amount DESC
+     ORDER BY m.customer_id, m.month, m.starts_at, p.allowance_amount DESC
 ), used AS (
     SELECT customer_id, date_trunc('month', created_at AT TIME ZONE :tz)::date AS month, sum(credits) AS credits
       FROM seed_usage_capped GROUP BY 1, 2
 )
 SELECT o.customer_id, o.month, o.amount, least(o.amount, coalesce(u.credits, 0)) AS consumed,
-       (o.month::timestamp AT TIME ZONE :tz) AS starts_at,
+       o.starts_at,
        ((o.month + interval '1 month') AT TIME ZONE :tz) AS expires_at
   FROM one_plan o LEFT JOIN used u USING (customer_id, month)
 """
@@ -451,6 +455,74 @@ SELECT promotion_id, customer_id, 1 FROM seed_redemptions
     "SELECT sync_promotion_usage(promotion_id) FROM (SELECT DISTINCT promotion_id FROM seed_redemptions) p",
 ]
 
+# Every paying period is billed at its start: 93 % succeed first time, 5 % fail and succeed on a retry the
+# next day, 2 % fail for good (the subscription lapses at that period's end only in the history's
+# narrative: access is not modelled here); 1.5 % of successes are refunded in full within a week. The first
+# payment carries the promotion redeemed at conversion. Tax follows the region (GST 18 % in India).
+_PAYMENTS = [
+    """
+CREATE TEMP TABLE seed_payments ON COMMIT DROP AS
+SELECT s.i, s.customer_id, s.subscription_id, s.plan_id, s.cycle, s.price_version_id, s.region, s.currency,
+       s.amount_minor AS list_minor, b.k, b.billed_at, s.seq,
+       CASE WHEN b.k = 0 AND s.seq = 3 THEN coalesce(r.discount_minor, 0) ELSE 0 END AS discount_minor,
+       rg.tax_name, rg.tax_percent, rg.tax_inclusive,
+       pg_temp.rnd(s.i * 100 + s.seq, 9000 + b.k, :seed) AS r_outcome,
+       pg_temp.rnd(s.i * 100 + s.seq, 19000 + b.k, :seed) AS r_refund
+  FROM seed_states s
+  JOIN regions rg ON rg.code = s.region
+  LEFT JOIN seed_redemptions r ON r.customer_id = s.customer_id
+ CROSS JOIN LATERAL (
+    SELECT k, s.at + make_interval(months => (k * s.months)::integer) AS billed_at
+      FROM generate_series(0, floor(extract(epoch FROM coalesce(s.until, :end) - s.at)
+                                    / 86400 / 30.4375 / s.months)::integer) AS k
+ ) b
+ WHERE s.status = 'active' AND s.amount_minor > 0 AND b.billed_at < coalesce(s.until, :end)
+""",
+    """
+CREATE TEMP TABLE seed_payment_rows ON COMMIT DROP AS
+SELECT p.*, a.attempt, a.at, a.status,
+       p.list_minor - p.discount_minor AS net_minor,
+       CASE WHEN p.tax_percent IS NULL OR p.tax_inclusive THEN 0
+            ELSE round((p.list_minor - p.discount_minor) * p.tax_percent / 100) END::bigint AS tax_minor,
+       'DM' || lpad(p.i::text, 8, '0') || p.seq || lpad(p.k::text, 3, '0') || a.attempt AS txnid
+  FROM seed_payments p
+ CROSS JOIN LATERAL (VALUES
+    (1, p.billed_at, CASE WHEN p.r_outcome < 0.93 THEN 'success' ELSE 'failure' END),
+    (2, CASE WHEN p.r_outcome >= 0.93 AND p.r_outcome < 0.98 THEN p.billed_at + interval '1 day' END, 'success')
+ ) AS a (attempt, at, status)
+ WHERE a.at IS NOT NULL AND a.at < :end
+""",
+    """
+INSERT INTO payments (txnid, mihpayid, environment, customer_id, kind, purpose, plan_id, cycle, price_version_id,
+                      subscription_id, region, currency, list_minor, discount_minor, net_minor, tax_name,
+                      tax_percent, tax_inclusive, tax_minor, amount_minor, amount_text, quote, redemption_key,
+                      redemption_status, productinfo, status, refunded_minor, error_message, payment_mode, actor,
+                      created_at, updated_at, paid_at, failed_at)
+SELECT r.txnid, CASE WHEN r.status = 'success' THEN '40' || abs(hashtext(r.txnid)) END, 'demo', r.customer_id,
+       'plan', CASE WHEN r.k = 0 THEN 'new' ELSE 'renewal' END, r.plan_id, r.cycle, r.price_version_id,
+       r.subscription_id, r.region, r.currency, r.list_minor, r.discount_minor, r.net_minor, r.tax_name,
+       r.tax_percent, r.tax_inclusive, r.tax_minor, r.net_minor + r.tax_minor,
+       trim_scale(round((r.net_minor + r.tax_minor) / 100.0, 2))::text, '{}'::jsonb, 'demo-' || r.txnid,
+       CASE WHEN r.discount_minor > 0 THEN 'redeemed' ELSE 'none' END,
+       'PineGenie ' || initcap(r.plan_id) || ' subscription',
+       CASE WHEN r.status = 'failure' THEN 'failure' WHEN r.r_refund < 0.015 THEN 'refunded' ELSE 'success' END,
+       CASE WHEN r.status = 'success' AND r.r_refund < 0.015 THEN r.net_minor + r.tax_minor ELSE 0 END,
+       CASE WHEN r.status = 'failure' THEN 'Bank was unable to authenticate' END,
+       CASE WHEN r.r_refund < 0.5 THEN 'UPI' ELSE 'CC' END, 'tariff demo seed', r.at, r.at,
+       CASE WHEN r.status = 'success' THEN r.at END, CASE WHEN r.status = 'failure' THEN r.at END
+  FROM seed_payment_rows r
+ WHERE r.net_minor + r.tax_minor > 0
+""",
+    """
+INSERT INTO refunds (payment_id, token, request_id, amount_minor, currency, amount_text, reason, status, actor,
+                     created_at, updated_at, settled_at)
+SELECT id, 'DR' || substr(txnid, 3), 'demo-refund-' || txnid, refunded_minor, currency, amount_text,
+       'customer asked for a refund', 'success', 'tariff demo seed', paid_at + interval '3 days',
+       paid_at + interval '4 days', paid_at + interval '4 days'
+  FROM payments WHERE status = 'refunded' AND actor = 'tariff demo seed'
+""",
+]
+
 _COUNTS = """
 SELECT (SELECT count(*) FROM seed_customers) AS customers,
        (SELECT count(DISTINCT i) FROM seed_states) AS subscriptions,
@@ -458,7 +530,8 @@ SELECT (SELECT count(*) FROM seed_customers) AS customers,
        (SELECT count(*) FROM seed_usage_capped) AS usage_records,
        (SELECT count(*) FROM seed_grant_ids) AS grants,
        (SELECT count(*) FROM seed_redemptions) AS redemptions,
-       (SELECT count(*) FROM seed_old_prices) AS price_changes
+       (SELECT count(*) FROM seed_old_prices) AS price_changes,
+       (SELECT count(*) FROM seed_payment_rows) AS payments
 """
 
 
@@ -535,6 +608,9 @@ def seed(
     for statement in _REDEMPTIONS:
         run(statement)
     step("promotions")
+    for statement in _PAYMENTS:
+        run(statement)
+    step("payments")
     conn.execute(sa.text("SELECT refresh_usage_rollups()"))
     step("rollups")
     conn.execute(sa.text("SET LOCAL tariff.subscription_history = 'on'"))
@@ -547,7 +623,7 @@ def seed(
         grants=counts["grants"],
         redemptions=counts["redemptions"],
         price_changes=counts["price_changes"],
-        payments=0,
+        payments=counts["payments"],
         start=start,
         end=stop,
     )

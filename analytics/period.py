@@ -1,0 +1,66 @@
+"""The reporting period and the filters every report applies the same way in every format.
+
+Periods are whole local days in the ledger's time zone (token_rules.timezone, the zone the usage rollups
+are bucketed in): `--from 2026-01-01 --to 2026-01-31` is from midnight on the 1st to midnight after the
+31st, local time. Without --to, the period ends today; without --from, it starts 179 days before --to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+DEFAULT_DAYS = 180
+
+
+class PeriodError(ValueError):
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class Period:
+    start: date  # first day, inclusive
+    end: date  # last day, inclusive
+    timezone: str
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def params(self) -> dict[str, object]:
+        """SQL parameters: :from_day / :to_day (inclusive dates), :until_day (exclusive), :tz."""
+        return {
+            "from_day": self.start,
+            "to_day": self.end,
+            "until_day": self.end + timedelta(days=1),
+            "tz": self.timezone,
+        }
+
+
+def use_schema(conn: Connection, schema: str) -> None:
+    """Point this transaction's search_path at the Tariff schema (analytics SQL never names it)."""
+    conn.execute(sa.text("SELECT set_config('search_path', :path, true)"), {"path": f'"{schema}", public'})
+
+
+def resolve_period(conn: Connection, start: date | None, end: date | None, *, today: date | None = None) -> Period:
+    timezone = conn.execute(sa.text("SELECT token_timezone()")).scalar_one()
+    if today is None:
+        today = conn.execute(sa.text("SELECT (now() AT TIME ZONE token_timezone())::date")).scalar_one()
+    last = end or today
+    first = start or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise PeriodError(
+            f"--from {first.isoformat()} is after --to {last.isoformat()}",
+            fix="give a --from on or before --to (both are inclusive local dates, YYYY-MM-DD)",
+        )
+    return Period(first, last, timezone)
+
+
+def generated_now(conn: Connection) -> datetime:
+    value: datetime = conn.execute(sa.text("SELECT now()")).scalar_one()
+    return value
