@@ -55,6 +55,9 @@ BEGIN
             p_min_score, p_min_ratio, p_min_excess
             USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. score 5, ratio 3, excess 100 credits';
     END IF;
+    -- Set-based and join-free: the zero-filled daily series of each (customer, model) seen in the window,
+    -- then each day's preceding p_weeks weeks as one array (a sliding window frame), from which the same
+    -- weekday's values are every 7th element counted back from the day.
     RETURN QUERY
     WITH daily AS (
         SELECT d.customer_id, d.model_id::text AS model_id, d.day, sum(d.credits)::bigint AS credits
@@ -63,36 +66,42 @@ BEGIN
            AND (p_customer IS NULL OR d.customer_id = p_customer)
            AND (p_model IS NULL OR d.model_id = p_model)
          GROUP BY 1, 2, 3
-    ), firsts AS (
-        SELECT customer_id, model_id, min(day) AS first_day FROM daily GROUP BY 1, 2
-    ), candidates AS (
-        SELECT * FROM daily WHERE day BETWEEN p_from AND p_to AND credits > 0
-    ), past AS (
-        SELECT c.customer_id, c.model_id, c.day, coalesce(h.credits, 0)::numeric AS credits
-          FROM candidates c
-          JOIN firsts f ON f.customer_id = c.customer_id AND f.model_id = c.model_id
-         CROSS JOIN generate_series(1, p_weeks) AS w (k)
-          LEFT JOIN daily h
-                 ON h.customer_id = c.customer_id AND h.model_id = c.model_id AND h.day = c.day - 7 * w.k
-         WHERE c.day - 7 * w.k >= f.first_day
-    ), medians AS (
-        SELECT customer_id, model_id, day, count(*)::integer AS n,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY credits)::numeric AS usual
-          FROM past
+    ), pairs AS (
+        -- Before its first day a pair has no history (not yet a user); after it, a day without a row is zero.
+        SELECT customer_id, model_id, min(day) AS first_day
+          FROM daily
+         GROUP BY 1, 2
+        HAVING max(day) >= p_from
+    ), series AS (
+        SELECT customer_id, model_id, day, sum(credits)::bigint AS credits
+          FROM (SELECT customer_id, model_id, day, credits FROM daily WHERE day >= p_from - 7 * p_weeks
+                UNION ALL
+                SELECT p.customer_id, p.model_id, g::date, 0
+                  FROM pairs p, generate_series(p.first_day, p_to, interval '1 day') AS g) u
+         WHERE (customer_id, model_id) IN (SELECT customer_id, model_id FROM pairs)
          GROUP BY 1, 2, 3
-        HAVING count(*) >= p_min_history
-    ), spreads AS (
-        SELECT m.customer_id, m.model_id, m.day, m.n, m.usual,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(p.credits - m.usual))::numeric AS mad
-          FROM medians m
-          JOIN past p ON p.customer_id = m.customer_id AND p.model_id = m.model_id AND p.day = m.day
-         GROUP BY 1, 2, 3, 4, 5
+    ), framed AS (
+        SELECT customer_id, model_id, day, credits,
+               array_agg(credits) OVER (PARTITION BY customer_id, model_id ORDER BY day
+                                        ROWS BETWEEN 7 * p_weeks PRECEDING AND 1 PRECEDING) AS before
+          FROM series
     ), scored AS (
-        SELECT c.day, c.customer_id, c.model_id, c.credits, s.usual, s.mad, s.n,
-               round((c.credits - s.usual)
-                     / greatest(1.4826 * s.mad, 0.1 * s.usual, p_min_excess::numeric / p_min_score), 2) AS score
-          FROM candidates c
-          JOIN spreads s ON s.customer_id = c.customer_id AND s.model_id = c.model_id AND s.day = c.day
+        SELECT f.day, f.customer_id, f.model_id, f.credits, m.n, m.usual, v.mad,
+               round((f.credits - m.usual)
+                     / greatest(1.4826 * v.mad, 0.1 * m.usual, p_min_excess::numeric / p_min_score), 2) AS score
+          FROM framed f
+         CROSS JOIN LATERAL (
+              SELECT count(*)::integer AS n,
+                     percentile_cont(0.5) WITHIN GROUP (ORDER BY a.credits)::numeric AS usual
+                FROM unnest(f.before) WITH ORDINALITY AS a (credits, i)
+               WHERE (cardinality(f.before) - a.i + 1) % 7 = 0
+         ) m
+         CROSS JOIN LATERAL (
+              SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(a.credits - m.usual))::numeric AS mad
+                FROM unnest(f.before) WITH ORDINALITY AS a (credits, i)
+               WHERE (cardinality(f.before) - a.i + 1) % 7 = 0
+         ) v
+         WHERE f.day BETWEEN p_from AND p_to AND f.credits > 0 AND m.n >= p_min_history
     )
     SELECT day, customer_id, model_id, credits, round(usual, 2), round(mad, 2), n,
            CASE WHEN usual > 0 THEN round(credits / usual, 2) END, score
