@@ -170,10 +170,10 @@ def anomaly_report(
             for n, a in enumerate(anomalies, 1)
         ),
         note=(
-            f"A day is unusual when it is at least {thresholds.min_ratio}× and {thresholds.min_excess} "
-            f"credits above the median of the same weekday over the previous {thresholds.weeks} weeks "
-            f"(at least {thresholds.min_history} of them), with a robust score (distance from the median "
-            f"in scaled MADs) of {thresholds.min_score} or more."
+            f"A day is unusual when it is at least {thresholds.min_ratio}× the usual day and "
+            f"{thresholds.min_excess} credits above it, the usual day being the median of the same weekday "
+            f"over the previous {thresholds.weeks} weeks (at least {thresholds.min_history} of them), with a "
+            f"robust score (distance from the median in scaled MADs) of {thresholds.min_score} or more."
             if anomalies
             else "Nothing unusual: every customer's usage stayed within their own weekday pattern."
         ),

@@ -136,7 +136,7 @@ def forecast_report(
         chart=Chart(
             "line", "day", ("forecast", "lower", "upper"), f"{noun} forecast with its {level} interval"
         ),
-        note=f"Low and high bound a {level} prediction interval; it widens the further ahead the day is.",
+        note=f"Low and high bound the {level} prediction interval; it widens the further ahead the day is.",
         currency=currency if kind == "money" else None,
     )
     totals: list[tuple[int, int | Decimal]] = []
