@@ -84,7 +84,9 @@ WITH base AS (
       FROM generate_series(1, :customers) AS i
 ), shaped AS (
     SELECT b.*,
-           :start + (:end - :start) * sqrt(r_signup) AS signup_at,
+           -- A quarter were customers before the window opens; sign-ups then accelerate (the product grows).
+           CASE WHEN r_signup < 0.25 THEN :start - interval '365 days' * (r_signup / 0.25)
+                ELSE :start + (:end - :start) * sqrt((r_signup - 0.25) / 0.75) END AS signup_at,
            CASE WHEN r_region < 0.6 THEN 'IN' WHEN r_region < 0.9 THEN 'US' ELSE 'EU' END AS region,
            CASE WHEN r_path < 0.4 THEN 'free' ELSE 'trial' END AS path,
            CASE WHEN r_plan < 0.75 THEN 'pro' ELSE 'premium' END AS trial_plan,
@@ -161,7 +163,7 @@ CREATE TEMP TABLE seed_old_prices (id bigint, plan_id text, cycle text, currency
     ON COMMIT DROP;
 WITH revision AS (
     INSERT INTO revisions (created_at, actor, environment, config_fingerprint, plan, summary)
-    SELECT :start - interval '1 day', 'tariff demo seed', 'demo', fingerprint, '{}'::jsonb,
+    SELECT :start - interval '400 days', 'tariff demo seed', 'demo', fingerprint, '{}'::jsonb,
            'Demo history: Pro monthly at its launch price'
       FROM catalog_state
     RETURNING id
@@ -169,7 +171,7 @@ WITH revision AS (
 INSERT INTO price_versions (plan_id, cycle, currency, region, amount_minor, valid_from, valid_to, revision_id)
 SELECT pv.plan_id, pv.cycle, pv.currency, NULL,
        round(pv.amount_minor * 0.85 / 10 ^ cu.minor_units) * 10 ^ cu.minor_units,
-       :start - interval '1 day', :change_at, (SELECT id FROM revision)
+       :start - interval '400 days', :change_at, (SELECT id FROM revision)
   FROM price_versions pv
   JOIN currencies cu ON cu.code = pv.currency
  WHERE pv.plan_id = 'pro' AND pv.cycle = 'monthly' AND pv.region IS NULL AND pv.valid_to IS NULL
@@ -231,10 +233,11 @@ WITH days AS (
       FROM seed_states s
       JOIN seed_customers c ON c.i = s.i
      CROSS JOIN LATERAL generate_series(
-            date_trunc('day', (s.at AT TIME ZONE :tz)),
+            date_trunc('day', (greatest(s.at, :start) AT TIME ZONE :tz)),
             date_trunc('day', (coalesce(s.until, :end) AT TIME ZONE :tz)) - interval '1 day',
             interval '1 day') AS d
      WHERE s.plan_id IN ('pro', 'premium') AND s.status IN ('trialing', 'active')
+       AND coalesce(s.until, :end) > :start
 ), requests AS (
     SELECT d.*, n, pg_temp.rnd(d.i * 40000 + (d.day - DATE '2000-01-01'), n, :seed) AS r1,
            pg_temp.rnd(d.i * 40000 + (d.day - DATE '2000-01-01'), 100 + n, :seed) AS r2,
@@ -330,13 +333,14 @@ _GRANTS = """
 CREATE TEMP TABLE seed_grants ON COMMIT DROP AS
 WITH months AS (
     SELECT s.customer_id, s.plan_id, m::date AS month,
-           greatest(m AT TIME ZONE :tz, s.at) AS starts_at
+           greatest(m AT TIME ZONE :tz, s.at, :start) AS starts_at
       FROM seed_states s
-     CROSS JOIN LATERAL generate_series(date_trunc('month', s.at AT TIME ZONE :tz),
+     CROSS JOIN LATERAL generate_series(date_trunc('month', greatest(s.at, :start) AT TIME ZONE :tz),
                                         date_trunc('month', (coalesce(s.until, :end) AT TIME ZONE :tz)
                                                             - interval '1 second'),
                                         interval '1 month') AS m
      WHERE s.plan_id IN ('pro', 'premium') AND s.status IN ('trialing', 'active')
+       AND coalesce(s.until, :end) > :start
 ), one_plan AS (
     SELECT DISTINCT ON (m.customer_id, m.month) m.customer_id, m.month, p.allowance_amount AS amount,
            m.starts_at
