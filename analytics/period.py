@@ -52,7 +52,9 @@ def use_schema(conn: Connection, schema: str) -> None:
     conn.execute(sa.text("SET LOCAL jit = off"))
 
 
-def resolve_period(conn: Connection, start: date | None, end: date | None, *, today: date | None = None) -> Period:
+def resolve_period(
+    conn: Connection, start: date | None, end: date | None, *, today: date | None = None
+) -> Period:
     timezone = conn.execute(sa.text("SELECT token_timezone()")).scalar_one()
     if today is None:
         today = conn.execute(sa.text("SELECT (now() AT TIME ZONE token_timezone())::date")).scalar_one()

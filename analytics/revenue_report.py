@@ -12,7 +12,7 @@ Money is Decimal in major units; percentages are fractions (0.25 = 25 %).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -120,9 +120,9 @@ class RevenueReportBuilder:
         self.period = period
         self.params: dict[str, Any] = {**period.params(), "window": IMPACT_WINDOW_DAYS}
 
-    def rows(self, sql: str) -> Sequence[sa.Row[Any]]:
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
         used = {k: v for k, v in self.params.items() if f":{k}" in sql}
-        return self.conn.execute(sa.text(sql), used).all()
+        return [tuple(row) for row in self.conn.execute(sa.text(sql), used)]
 
     def summary(self) -> Section:
         row = self.rows(
@@ -145,8 +145,23 @@ class RevenueReportBuilder:
                        (SELECT count(*) FILTER (WHERE status = 'failure') FROM pay),
                        (SELECT count(*) FROM pay)"""
         )[0]
-        (s0, s1, c0, c1, lost, shrink, kept, new, expansion, contraction, churned, collected, refunded, failed,
-         attempts) = row
+        (
+            s0,
+            s1,
+            c0,
+            c1,
+            lost,
+            shrink,
+            kept,
+            new,
+            expansion,
+            contraction,
+            churned,
+            collected,
+            refunded,
+            failed,
+            attempts,
+        ) = row
         return Section(
             key="summary",
             title="Summary (USD)",
@@ -376,7 +391,9 @@ class RevenueReportBuilder:
                 Column("days", "Days to convert (avg)", "decimal"),
             ),
             rows=tuple(out),
-            chart=Chart("bar", "month", ("trials_converted", "free_converted"), "Conversions by sign-up month"),
+            chart=Chart(
+                "bar", "month", ("trials_converted", "free_converted"), "Conversions by sign-up month"
+            ),
             note="Customers whose first subscription started in the period on a trial or a free plan; "
             "converted = paying for any plan before the period ends.",
         )
@@ -404,7 +421,8 @@ class RevenueReportBuilder:
                 Column("mrr_delta", "MRR change", "money"),
             ),
             rows=tuple(
-                (r[0], r[1], "upgrade" if Decimal(r[3]) > 0 else "downgrade", int(r[2]), _usd(r[3])) for r in rows
+                (r[0], r[1], "upgrade" if Decimal(r[3]) > 0 else "downgrade", int(r[2]), _usd(r[3]))
+                for r in rows
             ),
             currency="USD",
         )
@@ -742,7 +760,11 @@ class RevenueReportBuilder:
 
 
 def build_revenue_report(
-    conn: Connection, period: Period, by: RevenueGrouping = "plan", *, progress: Callable[[str], None] | None = None
+    conn: Connection,
+    period: Period,
+    by: RevenueGrouping = "plan",
+    *,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Build the revenue report (search_path must point at the Tariff schema)."""
     step = progress or (lambda _name: None)

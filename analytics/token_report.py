@@ -12,7 +12,7 @@ fractions (0.25 = 25 %).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -39,12 +39,18 @@ class TokenFilters:
     model: str | None = None
 
     def as_mapping(self) -> dict[str, str]:
-        return {k: v for k, v in (("customer", self.customer), ("plan", self.plan), ("model", self.model)) if v}
+        return {
+            k: v for k, v in (("customer", self.customer), ("plan", self.plan), ("model", self.model)) if v
+        }
 
 
 def _full_months(period: Period) -> tuple[date, date]:
     """[first, until) of the calendar months wholly inside the period (empty: both = the day after it)."""
-    first = period.start if period.start.day == 1 else (period.start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    first = (
+        period.start
+        if period.start.day == 1
+        else (period.start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    )
     until = (period.end + timedelta(days=1)).replace(day=1)
     if first >= until:
         after = period.end + timedelta(days=1)
@@ -155,9 +161,9 @@ class TokenReportBuilder:
         }
         self.src = _SRC_CUSTOMER if filters.customer else _SRC_ROLLUP
 
-    def rows(self, sql: str) -> Sequence[sa.Row[Any]]:
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
         used = {k: v for k, v in self.params.items() if f":{k}" in sql}
-        return self.conn.execute(sa.text(sql), used).all()
+        return [tuple(row) for row in self.conn.execute(sa.text(sql), used)]
 
     def summary(self) -> Section:
         row = self.rows(
@@ -230,7 +236,8 @@ class TokenReportBuilder:
 
     def peaks(self) -> Section:
         hours = ", ".join(
-            f"coalesce(sum(requests) FILTER (WHERE extract(hour FROM local_hour) = {h}), 0)" for h in range(24)
+            f"coalesce(sum(requests) FILTER (WHERE extract(hour FROM local_hour) = {h}), 0)"
+            for h in range(24)
         )
         found = {
             int(r[0]): r[1:]
@@ -239,15 +246,18 @@ class TokenReportBuilder:
                 f"WHERE {_MODEL_OK} GROUP BY 1"
             )
         }
-        rows = tuple(
-            (WEEKDAYS[d - 1], *(int(v) for v in found.get(d, (0,) * 24))) for d in range(1, 8)
-        )
+        rows = tuple((WEEKDAYS[d - 1], *(int(v) for v in found.get(d, (0,) * 24))) for d in range(1, 8))
         return Section(
             key="peaks",
             title="Peak times (requests by local hour of week)",
-            columns=(Column("weekday", "Weekday", "text"), *(Column(f"h{h:02d}", f"{h:02d}", "int") for h in range(24))),
+            columns=(
+                Column("weekday", "Weekday", "text"),
+                *(Column(f"h{h:02d}", f"{h:02d}", "int") for h in range(24)),
+            ),
             rows=rows,
-            chart=Chart("heatmap", "weekday", tuple(f"h{h:02d}" for h in range(24)), "Requests by hour of week"),
+            chart=Chart(
+                "heatmap", "weekday", tuple(f"h{h:02d}" for h in range(24)), "Requests by hour of week"
+            ),
             note=f"Hours in {self.period.timezone}.",
         )
 
@@ -321,7 +331,8 @@ class TokenReportBuilder:
                 Column("utilisation", "Utilisation", "percent"),
             ),
             rows=tuple(
-                (r[0] or "(none)", int(r[1]), int(r[2]), int(r[3]), int(r[4]), _ratio(r[4], r[3])) for r in rows
+                (r[0] or "(none)", int(r[1]), int(r[2]), int(r[3]), int(r[4]), _ratio(r[4], r[3]))
+                for r in rows
             ),
             chart=Chart("bar", "plan", ("allocated", "consumed"), "Allocated vs consumed credits"),
             note="Allocated: allowance grants starting in the period. Consumed: all credits used in it "
