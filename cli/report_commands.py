@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -21,6 +21,8 @@ from cli.output import print_json, stderr_console, stdout_console
 if TYPE_CHECKING:
     from analytics.model import Report
     from analytics.render import Format
+    from analytics.revenue_report import RevenueGrouping
+    from analytics.token_report import TokenGrouping
 
 report_app = typer.Typer(
     help="Reports over the ledger, subscriptions and payments: AI-credit usage and revenue.",
@@ -188,8 +190,8 @@ def report_tokens(
                 db.conn,
                 period,
                 TokenFilters(customer, plan, model),
-                grouping,
-                progress=advance,  # type: ignore[arg-type]
+                cast("TokenGrouping", grouping),
+                progress=advance,
             )
         finally:
             stop()
@@ -223,7 +225,9 @@ def report_revenue(
             raise CommandError(str(exc), exc.fix) from exc
         advance, stop = _progress("revenue report", REVENUE_STEPS)
         try:
-            report = build_revenue_report(db.conn, period, grouping, progress=advance)  # type: ignore[arg-type]
+            report = build_revenue_report(
+                db.conn, period, cast("RevenueGrouping", grouping), progress=advance
+            )
         finally:
             stop()
     _emit(report, fmt, out)

@@ -9,10 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from analytics.model import Report
 from analytics.period import Period, use_schema
 from analytics.revenue_report import build_revenue_report
 from analytics.token_report import TokenFilters, TokenGrouping, build_token_report
-from analytics.model import Report
 from tests.ledger_support import S, publish_shipped
 
 TZ = "Asia/Kolkata"  # the shipped catalog's token_rules.timezone
@@ -50,7 +50,9 @@ def price_version(conn: Connection, plan: str, cycle: str, currency: str) -> int
     )
 
 
-def states(conn: Connection, sub: str, cid: str, rows: list[tuple[str, str, str, str, int, str, str | None]]) -> None:
+def states(
+    conn: Connection, sub: str, cid: str, rows: list[tuple[str, str, str, str, int, str, str | None]]
+) -> None:
     """A subscription and its states: (plan, cycle, currency, status, amount_minor, from, to)."""
     conn.execute(sa.text("SET LOCAL tariff.subscription_history = 'off'"))
     last = rows[-1]
@@ -141,19 +143,39 @@ def payment(
     )
 
 
-def usage(conn: Connection, cid: str, model: str, request: str, when: str, tokens_in: int, tokens_out: int, credits: int) -> None:
+def usage(
+    conn: Connection,
+    cid: str,
+    model: str,
+    request: str,
+    when: str,
+    tokens_in: int,
+    tokens_out: int,
+    credits: int,
+) -> None:
     """One accepted request through the ledger's own record_usage (daily rollup + analytics queue)."""
     conn.execute(
         sa.text(
             f"SELECT {S}.record_usage(:c, m, :r, 'chat', :i, :o, :cr, :tz, :at) FROM {S}.ai_models m WHERE m.id = :m"
         ),
-        {"c": cid, "r": request, "i": tokens_in, "o": tokens_out, "cr": credits, "tz": TZ, "at": at(when), "m": model},
+        {
+            "c": cid,
+            "r": request,
+            "i": tokens_in,
+            "o": tokens_out,
+            "cr": credits,
+            "tz": TZ,
+            "at": at(when),
+            "m": model,
+        },
     )
 
 
 def allowance(conn: Connection, cid: str, amount: int, starts: str) -> None:
     conn.execute(
-        sa.text(f"INSERT INTO {S}.token_accounts (customer_id) VALUES (:c) ON CONFLICT (customer_id) DO NOTHING"),
+        sa.text(
+            f"INSERT INTO {S}.token_accounts (customer_id) VALUES (:c) ON CONFLICT (customer_id) DO NOTHING"
+        ),
         {"c": cid},
     )
     conn.execute(
@@ -171,7 +193,9 @@ def revenue(engine: Engine, p: Period, by: str = "plan") -> Report:
         return build_revenue_report(conn, p, by)  # type: ignore[arg-type]
 
 
-def tokens(engine: Engine, p: Period, filters: TokenFilters | None = None, by: TokenGrouping = "day") -> Report:
+def tokens(
+    engine: Engine, p: Period, filters: TokenFilters | None = None, by: TokenGrouping = "day"
+) -> Report:
     with engine.begin() as conn:
         use_schema(conn, S)
         return build_token_report(conn, p, filters or TokenFilters(), by)

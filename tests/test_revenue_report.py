@@ -38,7 +38,14 @@ def frac(value: Decimal) -> Decimal:
 def history(engine: Engine) -> Engine:
     setup(engine)
     with engine.begin() as conn:
-        for cid, region in (("c1", "US"), ("c2", "IN"), ("c3", "EU"), ("c4", "US"), ("c5", "IN"), ("c6", "US")):
+        for cid, region in (
+            ("c1", "US"),
+            ("c2", "IN"),
+            ("c3", "EU"),
+            ("c4", "US"),
+            ("c5", "IN"),
+            ("c6", "US"),
+        ):
             customer(conn, cid, region)
         # c1: Pro monthly USD 19 since January: retained.
         states(conn, "s1", "c1", [("pro", "monthly", "USD", "active", 1900, "2026-01-10 00:00", None)])
@@ -85,8 +92,18 @@ def history(engine: Engine) -> Engine:
             ],
         )
         payment(conn, "T1", "c1", "pro", "USD", 1900, "2026-03-10 09:00")
-        payment(conn, "T2", "c2", "pro", "INR", 149900, "2026-03-01 09:00", tax_minor=26982,
-                status="refunded", refunded_minor=176882)
+        payment(
+            conn,
+            "T2",
+            "c2",
+            "pro",
+            "INR",
+            149900,
+            "2026-03-01 09:00",
+            tax_minor=26982,
+            status="refunded",
+            refunded_minor=176882,
+        )
         payment(conn, "T3", "c3", "premium", "EUR", 3600, "2026-03-05 09:00", status="failure")
         payment(conn, "T4", "c4", "pro", "USD", 19000, "2026-03-16 09:00")
         payment(conn, "T5", "c1", "pro", "USD", 1900, "2026-04-10 09:00")  # after the period
@@ -115,13 +132,20 @@ def test_mrr_movements_and_churn_over_a_currency_mix(history: Engine) -> None:
     assert summary["refunded"] == usd(Decimal(1499) / INR)
     assert summary["failure_rate"] == Decimal("0.2500")
     march = row_of(report, "movements")
-    assert march["start"] + march["new"] + march["expansion"] - march["contraction"] - march["churned"] == march["end"]
+    assert (
+        march["start"] + march["new"] + march["expansion"] - march["contraction"] - march["churned"]
+        == march["end"]
+    )
 
 
 def test_mrr_per_currency_is_in_its_own_money_and_in_usd(history: Engine) -> None:
     report = revenue(history, MARCH)
     inr = row_of(report, "currencies", currency="INR")
-    assert (inr["paying"], inr["mrr_native"], inr["arr_native"]) == (1, Decimal("2998.00"), Decimal("35976.00"))
+    assert (inr["paying"], inr["mrr_native"], inr["arr_native"]) == (
+        1,
+        Decimal("2998.00"),
+        Decimal("35976.00"),
+    )
     assert inr["mrr_usd"] == usd(Decimal(2998) / INR)
     dollars = row_of(report, "currencies", currency="USD")
     assert dollars["paying"] == 3 and dollars["mrr_native"] == usd(19 + Decimal(190) / 12 + 19)
@@ -141,7 +165,9 @@ def test_conversion_flows_and_plans(history: Engine) -> None:
     premium = row_of(report, "plans", plan="premium")
     assert premium["paying"] == 1 and premium["lost"] == 1  # c2 joined by upgrade; c3 churned
     pro = row_of(report, "plans", plan="pro")
-    assert pro["paying"] == 3 and pro["collected"] == usd(Decimal(19) + 190 + Decimal(1499) / INR - Decimal(1499) / INR)
+    assert pro["paying"] == 3 and pro["collected"] == usd(
+        Decimal(19) + 190 + Decimal(1499) / INR - Decimal(1499) / INR
+    )
 
 
 def test_breakdowns_by_region_currency_and_month(history: Engine) -> None:
@@ -234,8 +260,14 @@ def test_subscription_changes_are_recorded_as_history(engine: Engine) -> None:
             )
         )
     with engine.begin() as conn:
-        conn.execute(sa.text(f"UPDATE {S}.subscriptions SET status = 'active', updated_at = '2026-02-15Z' WHERE id = 'sh1'"))
-        conn.execute(sa.text(f"UPDATE {S}.subscriptions SET current_period_end = '2026-03-15Z' WHERE id = 'sh1'"))
+        conn.execute(
+            sa.text(
+                f"UPDATE {S}.subscriptions SET status = 'active', updated_at = '2026-02-15Z' WHERE id = 'sh1'"
+            )
+        )
+        conn.execute(
+            sa.text(f"UPDATE {S}.subscriptions SET current_period_end = '2026-03-15Z' WHERE id = 'sh1'")
+        )
         rows = conn.execute(
             sa.text(
                 f"SELECT status, mrr_minor, valid_from, valid_to FROM {S}.subscription_history "
