@@ -142,6 +142,39 @@ def main() -> None:
     )
     step("Apply exactly the reviewed plan", "apply", str(WORK / "plan.json"), "--config", str(CHANGED))
     step("The revisions", "history")
+    step(
+        "Seed a realistic 180-day history on the applied catalog: sign-ups, trials, conversions, churn, "
+        "payments and refunds, promotions, a mid-history price change and AI usage with a few anomalies",
+        "demo",
+        "seed",
+        "--customers",
+        "2000",
+        "--days",
+        "180",
+    )
+    step(
+        "AI credits: usage, peak hours, utilisation, margin per model and hints",
+        "report",
+        "tokens",
+        "--by",
+        "model",
+    )
+    step(
+        "Revenue: MRR, movements, conversion, cohorts, pricing-change impact, promotions", "report", "revenue"
+    )
+    reports = ROOT / "out" / "reports"
+    for name in ("tokens", "revenue"):
+        for fmt in ("xlsx", "html"):
+            step(
+                f"The {name} report as {fmt.upper()}",
+                "report",
+                name,
+                "--format",
+                fmt,
+                "--out",
+                str(reports / f"{name}.{fmt}"),
+            )
+    print(f"\nReports written: {', '.join(str(p) for p in sorted(reports.glob('*.*')))}")
     preview = ["preview", "--out", "out/preview", "--at", "2026-10-25T12:00:00+05:30"]
     if shutil.which("chromium") or os.environ.get("TARIFF_CHROMIUM"):
         preview += ["--screenshot", "out/preview/screenshots"]
