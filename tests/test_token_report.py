@@ -121,3 +121,13 @@ def test_usage_committed_after_a_refresh_is_folded_in_by_the_next(ledger: Engine
     again = tokens(ledger, MARCH)
     assert row_of(again, "summary")["requests"] == 5
     assert row_of(tokens(ledger, MARCH), "summary")["requests"] == 5  # folded in once, not twice
+
+
+def test_tick_step_folds_the_queue_once(ledger: Engine) -> None:
+    from analytics.rollups import refresh_usage_rollups
+    from tests.ledger_support import S
+
+    with ledger.begin() as conn:
+        first = refresh_usage_rollups(conn, S)
+        second = refresh_usage_rollups(conn, S)
+    assert first == {"usage_rollup_rows": 6} and second == {"usage_rollup_rows": 0}
