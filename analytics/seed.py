@@ -261,8 +261,7 @@ WITH days AS (
       FROM requests r
 ), priced AS (
     SELECT s.customer_id, s.plan_id, s.model_id, s.input_tokens, s.output_tokens, s.state_from, s.state_until,
-           ((s.day + make_interval(hours => s.hour, secs => floor(3600 * s.r4)::integer)) AT TIME ZONE :tz)
-               AS created_at,
+           s.day + make_interval(hours => s.hour, secs => floor(3600 * s.r4)::integer) AS local_at,
            CASE WHEN s.r2 < 0.6 THEN 'chat' ELSE 'generate' END AS request_type,
            greatest(ceil(s.input_tokens::numeric / 1000 * m.credits_per_1k_input
                          + s.output_tokens::numeric / 1000 * m.credits_per_1k_output), m.credits_minimum)::bigint
@@ -276,9 +275,9 @@ WITH days AS (
     SELECT (:outage_day + time '02:00') AT TIME ZONE :tz AS starts,
            (:outage_day + time '08:00') AT TIME ZONE :tz AS ends
 )
-SELECT p.customer_id, p.plan_id, p.model_id, p.input_tokens, p.output_tokens, p.created_at, p.request_type,
-       p.credits, p.cost, p.cost_currency
-  FROM priced p, outage o
+SELECT p.customer_id, p.plan_id, p.model_id, p.input_tokens, p.output_tokens, p.local_at,
+       p.created_at, p.request_type, p.credits, p.cost, p.cost_currency
+  FROM (SELECT priced.*, priced.local_at AT TIME ZONE :tz AS created_at FROM priced) p, outage o
  WHERE p.created_at >= p.state_from AND p.created_at < p.state_until AND NOT (p.created_at >= o.starts AND p.created_at < o.ends)
 """
 
@@ -287,7 +286,7 @@ SELECT p.customer_id, p.plan_id, p.model_id, p.input_tokens, p.output_tokens, p.
 _CAPPED = """
 CREATE TEMP TABLE seed_usage_capped ON COMMIT DROP AS
 SELECT u.*
-  FROM (SELECT u.*, sum(u.credits) OVER (PARTITION BY u.customer_id, date_trunc('month', u.created_at AT TIME ZONE :tz)
+  FROM (SELECT u.*, sum(u.credits) OVER (PARTITION BY u.customer_id, date_trunc('month', u.local_at)
                                           ORDER BY u.created_at ROWS UNBOUNDED PRECEDING) AS running
           FROM seed_usage u) u
   JOIN plans p ON p.id = u.plan_id
@@ -296,12 +295,12 @@ UNION ALL
 -- Retry storm: every gpt-4o request of one day sent three times.
 SELECT u.*, 0 FROM seed_usage u
  CROSS JOIN generate_series(1, 2) AS k
- WHERE u.model_id = 'gpt-4o' AND (u.created_at AT TIME ZONE :tz)::date = :storm_day
+ WHERE u.model_id = 'gpt-4o' AND u.local_at::date = :storm_day
 UNION ALL
 -- Bursts: a few customers run a script for a day.
 SELECT u.*, 0 FROM seed_usage u
  CROSS JOIN generate_series(1, 25) AS k
- WHERE (u.created_at AT TIME ZONE :tz)::date = :burst_day AND right(u.customer_id, 2) = '07'
+ WHERE u.local_at::date = :burst_day AND right(u.customer_id, 2) = '07'
 """
 
 _INSERT_USAGE = """
@@ -315,7 +314,7 @@ SELECT customer_id, model_id, 'demo-req-' || row_number() OVER (ORDER BY created
 _INSERT_DAILY = """
 INSERT INTO token_usage_daily AS d (day, customer_id, model_id, request_type, requests, input_tokens,
                                     output_tokens, credits, cost, cost_currency)
-SELECT (created_at AT TIME ZONE :tz)::date, customer_id, model_id, request_type, count(*), sum(input_tokens),
+SELECT local_at::date, customer_id, model_id, request_type, count(*), sum(input_tokens),
        sum(output_tokens), sum(credits), sum(cost), cost_currency
   FROM seed_usage_capped
  GROUP BY 1, customer_id, model_id, request_type, cost_currency
@@ -348,7 +347,7 @@ WITH months AS (
      WHERE p.allowance_amount > 0
      ORDER BY m.customer_id, m.month, m.starts_at, p.allowance_amount DESC
 ), used AS (
-    SELECT customer_id, date_trunc('month', created_at AT TIME ZONE :tz)::date AS month, sum(credits) AS credits
+    SELECT customer_id, date_trunc('month', local_at)::date AS month, sum(credits) AS credits
       FROM seed_usage_capped GROUP BY 1, 2
 )
 SELECT o.customer_id, o.month, o.amount, least(o.amount, coalesce(u.credits, 0)) AS consumed,
@@ -601,7 +600,9 @@ def seed(
     run(_INSERT_HISTORY)
     step("subscriptions")
     run(_USAGE)
+    conn.execute(sa.text("ANALYZE seed_usage"))
     run(_CAPPED)
+    conn.execute(sa.text("ANALYZE seed_usage_capped"))
     run(_INSERT_USAGE)
     run(_INSERT_DAILY)
     step("usage")

@@ -59,7 +59,7 @@ SELECT c.id, m.id, 'bench-' || g, 'chat', tokens_in, tokens_out,
        trim_scale(tokens_in / 1000.0 * m.cost_per_1k_input + tokens_out / 1000.0 * m.cost_per_1k_output),
        m.cost_currency,
        :end - interval '1 second' * ((g * 7919) % (86400 * :days))
-  FROM generate_series(1, :n) AS g
+  FROM generate_series(1::bigint, :n) AS g
  CROSS JOIN LATERAL (SELECT 200 + (g * 31) % 3000 AS tokens_in, 80 + (g * 17) % 1400 AS tokens_out) t
   JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM customers) c ON c.k = g % :customers
   JOIN (SELECT m.*, row_number() OVER (ORDER BY id) - 1 AS k FROM ai_models m) m ON m.k = g % 4
@@ -74,7 +74,7 @@ SELECT 'BP' || g, c.id, 'plan', 'renewal', pv.plan_id, pv.cycle, pv.id, c.region
        'bench', CASE WHEN g % 20 = 0 THEN 'failure' WHEN g % 67 = 0 THEN 'refunded' ELSE 'success' END,
        CASE WHEN g % 67 = 0 AND g % 20 <> 0 THEN pv.amount_minor ELSE 0 END, at, at,
        CASE WHEN g % 20 <> 0 THEN at END, CASE WHEN g % 20 = 0 THEN at END
-  FROM generate_series(1, :n) AS g
+  FROM generate_series(1::bigint, :n) AS g
  CROSS JOIN LATERAL (SELECT :end - interval '1 second' * ((g * 7919) % (86400 * :days)) AS at) t
   JOIN (SELECT id, region, row_number() OVER (ORDER BY id) - 1 AS k FROM customers) c ON c.k = g % :customers
   JOIN (SELECT pv.*, row_number() OVER (ORDER BY id) - 1 AS k FROM price_versions pv
