@@ -112,6 +112,9 @@ def simulator_command(
     environment (PAYU_KEY / PAYU_SALT by default) when they are set, and otherwise a well-known test key
     and salt that it prints. Test cards 5123456789012346 and 4012001037141112, OTP 123456.
     """
+    import logging
+
+    from publishers.payu.credentials import logger
     from publishers.payu.simulator import DEFAULT_KEY, DEFAULT_SALT, start_simulator
 
     key_env, salt_env = "PAYU_KEY", "PAYU_SALT"
@@ -137,6 +140,11 @@ def simulator_command(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             "Another process uses that port: pass --port with a free one (or --port 0 to pick any).",
         ) from exc
+    # Each request and delivery as one line on stderr (the logger's filter keeps credentials out).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     info: dict[str, object] = {
         "url": sim.url,
         "checkout_url": sim.url + "/_payment",
@@ -166,3 +174,5 @@ def simulator_command(
         pass
     finally:
         sim.stop()
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from datetime import date
 from decimal import Decimal
 
@@ -160,6 +161,21 @@ def test_a_refund_whose_answer_was_lost_is_recovered_not_repeated(
     assert refund.recovered and refund.amount == Decimal("900.00")
     refunds = payu_client.refunds_for_payment(mihpayid)
     assert [(r.token, r.request_id) for r in refunds] == [("rf-lost", refund.request_id)]
+
+
+def test_a_refund_retried_after_a_timeout_is_made_once(
+    payu_sim: RunningSimulator, receiver: Receiver
+) -> None:
+    mihpayid = str(pay(payu_sim, receiver.url, "PGslowrf", "900.00")["mihpayid"])
+    client = PayUClient(payu_sim.url, payu_sim.credentials, timeout=0.3, retries=2, sleep=lambda _: None)
+    # the first attempt is still being processed when the client gives up and sends the same token again
+    control(payu_sim, "fail-next", mode="timeout", delay=0.8, command="cancel_refund_transaction")
+    refund = client.cancel_refund_transaction(mihpayid, "rf-slow", Decimal("900"))
+    time.sleep(1.0)  # let the slow first attempt finish on the PayU side
+    refunds = client.refunds_for_payment(mihpayid)
+    assert [(r.token, r.request_id, r.amount) for r in refunds] == [
+        ("rf-slow", refund.request_id, Decimal("900.00"))
+    ]
 
 
 def test_a_reused_token_on_the_first_attempt_is_an_error_not_a_recovery(
