@@ -155,7 +155,8 @@ def checkout(
     if payment["discount_minor"]:
         console.print(
             f"  list {_money(payment['list_minor'], payment['currency'])}, discount "
-            f"{_money(payment['discount_minor'], payment['currency'])} ({', '.join(payment['promotion_ids'])})",
+            f"{_money(payment['discount_minor'], payment['currency'])} "
+            f"({', '.join(payment['promotion_ids'])})",
             highlight=False,
         )
     console.print(f"  POST {form.action}", highlight=False, markup=False)
@@ -256,7 +257,8 @@ def _print_results(results: list[dict[str, Any]]) -> None:
             if r.get("invoice"):
                 extra += f", invoice {r['invoice']}"
             console.print(
-                f"{r['where']}: {r['txnid']} {r['status']} → {r['outcome']} (payment {r.get('payment_status', '-')}"
+                f"{r['where']}: {r['txnid']} {r['status']} → {r['outcome']} "
+                f"(payment {r.get('payment_status', '-')}"
                 f"{extra})" + (f" — {r['detail']}" if r.get("detail") else ""),
                 highlight=False,
                 markup=False,
@@ -366,7 +368,8 @@ def refund(
                 units = int(
                     conn.execute(
                         text(
-                            f"SELECT minor_units FROM {quote_schema(session.schema)}.currencies WHERE code = :c"
+                            f"SELECT minor_units FROM {quote_schema(session.schema)}.currencies "
+                            "WHERE code = :c"
                         ),
                         {"c": found["currency"]},
                     ).scalar_one()
@@ -391,7 +394,8 @@ def refund(
         print_json(result)
         return
     stdout_console().print(
-        f"refund {result['token']} of {result['amount_text']} {result['currency']} on {txnid}: {result['status']}"
+        f"refund {result['token']} of {result['amount_text']} {result['currency']} on {txnid}: "
+        f"{result['status']}"
         + (f" (request {result['request_id']})" if result.get("request_id") else "")
         + (" — recovered from an earlier attempt" if result.get("recovered") else ""),
         highlight=False,
@@ -505,7 +509,8 @@ def reconcile(
         )
         for m in report["mismatches"]:
             console.print(
-                f"  {m['txnid']}: {m['issue']} (Tariff {m['tariff_status'] or '-'} {m['tariff_amount'] or ''}, "
+                f"  {m['txnid']}: {m['issue']} "
+                f"(Tariff {m['tariff_status'] or '-'} {m['tariff_amount'] or ''}, "
                 f"PayU {m['payu_status'] or '-'} {m['payu_amount'] or ''})"
                 + (" — fixed" if m["fixed"] else " — fixable with --fix" if m["fixable"] else ""),
                 highlight=False,
@@ -547,7 +552,9 @@ def payments(
     table = Table("txnid", "customer", "item", "amount", "status", "created", box=None)
     for r in rows:
         item = (
-            (r.get("plan_id") and f"{r['plan_id']} ({r['cycle']})") or r.get("package_id") or r.get("bundle_id")
+            (r.get("plan_id") and f"{r['plan_id']} ({r['cycle']})")
+            or r.get("package_id")
+            or r.get("bundle_id")
         )
         table.add_row(
             r["txnid"],

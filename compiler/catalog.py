@@ -306,6 +306,7 @@ class TokenRules:
 
 
 DEFAULT_DUNNING_RETRIES = (Duration(1, "day"), Duration(3, "day"), Duration(5, "day"))
+DEFAULT_DUNNING_GRACE = Duration(7, "day")
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +317,7 @@ class PaymentRules:
     revoke_tokens_on_refund: bool = True
     invoice_prefix: str = "INV-"
     dunning_retries: tuple[Duration, ...] = DEFAULT_DUNNING_RETRIES
-    dunning_grace: Duration = Duration(7, "day")
+    dunning_grace: Duration = DEFAULT_DUNNING_GRACE
     dunning_channel: str = "email"
     dunning_status: Literal["past_due", "canceled"] = "past_due"
     dunning_downgrade_to: str | None = None

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from compiler.build_pages import build_page, check_page
+from compiler.build_payments import build_payment_rules, check_downgrade_plan
 from compiler.build_plans import build_features, build_plan
 from compiler.build_promotions import build_promotion, check_promotion_references
-from compiler.build_payments import build_payment_rules, check_downgrade_plan
 from compiler.build_settings import ProjectSettings, build_settings, check_suppression_targets
 from compiler.build_tokens import TokenSections, add_tokens_document, check_token_references
 from compiler.canonical import fingerprint

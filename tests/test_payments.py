@@ -67,7 +67,11 @@ def test_success_activates_once_and_replays_change_nothing(shop: Engine) -> None
     assert done["outcome"] == "applied" and done["payment_status"] == "success"
     assert done["redemption"] == "redeemed"
     sub = scalar(shop, f"SELECT to_jsonb(s) FROM {S}.subscriptions s WHERE customer_id = 'asha'")
-    assert sub["plan_id"] == "pro" and sub["status"] == "active" and sub["price_version_id"] == pay["price_version_id"]
+    assert (
+        sub["plan_id"] == "pro"
+        and sub["status"] == "active"
+        and sub["price_version_id"] == pay["price_version_id"]
+    )
     invoice = scalar(shop, f"SELECT to_jsonb(i) FROM {S}.invoices i WHERE payment_id = :p", p=pay["id"])
     assert (invoice["net_minor"], invoice["tax_minor"], invoice["total_minor"]) == (119920, 21586, 141506)
     assert invoice["tax_name"] == "GST" and float(invoice["tax_percent"]) == 18
@@ -79,7 +83,8 @@ def test_success_activates_once_and_replays_change_nothing(shop: Engine) -> None
     counts = scalar(
         shop,
         f"SELECT jsonb_build_object('subs', (SELECT count(*) FROM {S}.subscriptions), "
-        f"'redemptions', (SELECT count(*) FROM {S}.redemptions), 'invoices', (SELECT count(*) FROM {S}.invoices), "
+        f"'redemptions', (SELECT count(*) FROM {S}.redemptions), "
+        f"'invoices', (SELECT count(*) FROM {S}.invoices), "
         f"'events', (SELECT count(*) FROM {S}.payment_events), "
         f"'notifications', (SELECT count(*) FROM {S}.notifications WHERE kind = 'payment_failed'))",
     )
@@ -144,8 +149,15 @@ def test_failed_renewal_is_dunned_then_downgraded(shop: Engine) -> None:
     first = _checkout(shop, "asha", {"plan": "pro", "cycle": "monthly"})
     _settle(shop, str(first["txnid"]), "success", first["amount_text"], verified=True)
     with shop.begin() as conn:
-        conn.execute(sa.text(f"UPDATE {S}.payment_rules SET dunning_downgrade_to = 'free', dunning_suspend_tokens = true"))
-        conn.execute(sa.text(f"SELECT {S}.grant_tokens('asha', 40, 'admin', NULL, 'test', 'test', p_at => :at)"), {"at": AT})
+        conn.execute(
+            sa.text(
+                f"UPDATE {S}.payment_rules SET dunning_downgrade_to = 'free', dunning_suspend_tokens = true"
+            )
+        )
+        conn.execute(
+            sa.text(f"SELECT {S}.grant_tokens('asha', 40, 'admin', NULL, 'test', 'test', p_at => :at)"),
+            {"at": AT},
+        )
     later = AT + timedelta(days=30)
     renewal = _checkout(shop, "asha", {"plan": "pro", "cycle": "monthly"}, at=later)
     assert renewal["purpose"] == "renewal"
