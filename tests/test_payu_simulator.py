@@ -260,3 +260,16 @@ def test_amounts_are_decimal_in_state(payu_sim: RunningSimulator, receiver: Rece
     pay(payu_sim, receiver.url, "PGdec", "0.10")
     [payment] = payu_sim.state.payments.values()
     assert payment.amount == Decimal("0.10")
+
+
+def test_python_controls_match_the_http_ones(payu_sim: RunningSimulator, receiver: Receiver) -> None:
+    from publishers.payu.client import PayUClient
+
+    requests.post(payu_sim.url + "/_payment", data=checkout_form(receiver.url, "PGpy", "300.00"), timeout=5)
+    result = payu_sim.pay("PGpy")
+    assert result["status"] == "success" and verify_reverse_hash(SIM_SALT, result["fields"])
+    client = PayUClient(payu_sim.url, payu_sim.credentials, sleep=lambda _: None)
+    refund = client.cancel_refund_transaction(str(result["mihpayid"]), "py1", Decimal("300"))
+    assert [r["request_id"] for r in payu_sim.settle_refunds()["settled"]] == [refund.request_id]
+    payu_sim.fail_next("503", count=1)
+    assert client.check_action_status(refund.request_id)[0].status == "SUCCESS"

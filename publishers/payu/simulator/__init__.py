@@ -32,6 +32,28 @@ class RunningSimulator:
     def state(self) -> Any:
         return self.simulator.state
 
+    def pay(self, txnid: str, outcome: str = "success", **options: Any) -> dict[str, Any]:
+        """Finish an open checkout like ``POST /_sim/pay`` (returns the response fields and deliveries)."""
+        result: dict[str, Any] = self.simulator.control(
+            "pay", {"txnid": txnid, "outcome": outcome, **options}
+        )
+        return result
+
+    def settle_refunds(self, status: str = "success", request_id: str | None = None) -> dict[str, Any]:
+        """Queued refunds → ``status`` now, with their callbacks, like ``POST /_sim/settle-refunds``."""
+        result: dict[str, Any] = self.simulator.control(
+            "settle-refunds", {"status": status, "request_id": request_id}
+        )
+        return result
+
+    def fail_next(
+        self, mode: str = "503", count: int = 1, command: str | None = None, delay: float = 0
+    ) -> None:
+        """Make the next merchant-API calls fail, like ``POST /_sim/fail-next``."""
+        self.simulator.control(
+            "fail-next", {"mode": mode, "count": count, "command": command, "delay": delay}
+        )
+
     def stop(self) -> None:
         if self._stopped.is_set():
             return

@@ -57,7 +57,6 @@ class Simulator:
         self.state = SimState(key, salt, refund_settle_seconds=refund_settle_seconds)
         self.webhook_url = webhook_url
         self.url = ""
-        self.http = requests.Session()
 
     # -- deliveries ----------------------------------------------------------------------------
 
@@ -65,9 +64,9 @@ class Simulator:
         """Send one webhook or callback now; the outcome is recorded, never raised."""
         try:
             if delivery.kind == "refund":
-                response = self.http.post(delivery.url, json=delivery.payload, timeout=DELIVERY_TIMEOUT)
+                response = requests.post(delivery.url, json=delivery.payload, timeout=DELIVERY_TIMEOUT)
             else:
-                response = self.http.post(delivery.url, data=delivery.payload, timeout=DELIVERY_TIMEOUT)
+                response = requests.post(delivery.url, data=delivery.payload, timeout=DELIVERY_TIMEOUT)
         except requests.RequestException as exc:
             self.state.record(delivery, f"error: {type(exc).__name__}", None)
             logger.warning(
