@@ -91,6 +91,15 @@ def checkout(
         Path | None,
         typer.Option("--html", help="Also write a self-contained page that posts the form to PayU at once."),
     ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Price as of this moment (ISO 8601; without an offset, in the project's time zone): the "
+            "promotions live then apply. Default: now.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
@@ -121,15 +130,26 @@ def checkout(
     if html is not None and html.exists() and html.is_dir():
         raise CommandError(f"--html {html} is a directory", fix="name a file, e.g. --html checkout.html")
     with database(config, env, database_url) as db:
+        priced_at = None
+        if at is not None:
+            from compiler.timeutil import parse_timestamp
+
+            try:
+                priced_at = parse_timestamp(at, db.timezone)
+            except ValueError as exc:
+                raise CommandError(f"--at: {exc}", fix="write e.g. 2026-11-20T10:00+05:30") from exc
         try:
-            payment = _checkout(db, customer, item, region, code, txnid, settings.environment, _actor(config))
+            payment = _checkout(
+                db, customer, item, region, code, txnid, settings.environment, _actor(config), priced_at
+            )
         except PaymentError as exc:
             raise CommandError(exc.message, exc.fix) from exc
         try:
             form = form_for(payment, settings, credentials)
         except ValueError as exc:
             raise CommandError(
-                f"cannot sign the checkout: {exc}", fix="check the customer's name and email"
+                f"cannot sign the checkout: {exc}",
+                fix=f"register it, e.g. tariff customers add {customer} --attr phone=98XXXXXXXX",
             ) from exc
         if html is not None:
             try:
@@ -175,6 +195,7 @@ def _checkout(
     txnid: str | None,
     environment: str,
     actor: str,
+    at: datetime | None,
 ) -> dict[str, Any]:
     from database.payments import checkout as run_checkout
 
@@ -188,6 +209,7 @@ def _checkout(
         txnid=txnid,
         environment=environment,
         actor=actor,
+        at=at,
     )
 
 

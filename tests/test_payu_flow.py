@@ -377,8 +377,18 @@ def test_checkout_cli_signs_the_form_and_refuses_bad_arguments(shop: Shop, tmp_p
     assert "document.getElementById('payu').submit()" in page.read_text()
     assert requests.post(form["action"], data=form["fields"], timeout=10).status_code == 200
 
+    with shop.engine.begin() as conn:
+        conn.execute(sa.text(f"SELECT {S}.register_customer('nophone', 'np@example.in', p_country => 'IN')"))
+        conn.execute(
+            sa.text(
+                f"SELECT {S}.register_subscription('nophone', 'pro', 'monthly', "
+                "p_current_period_start => now() - interval '1 day')"
+            )
+        )
     before = _count(shop.engine, "payments")
     refusals = {
+        ("--customer", "nophone", "--package", "extra-500"): "no phone number",
+        ("--customer", "asha", "--package", "extra-500", "--at", "soon"): "--at:",
         ("--customer", "asha"): "name exactly one item",
         ("--customer", "asha", "--plan", "pro"): "needs --cycle",
         (
