@@ -166,7 +166,7 @@ def checkout(
         f"payment [bold]{payment['txnid']}[/bold] pending: {escape(payment['productinfo'])} for "
         f"{payment['customer_id']} — {payment['amount_text']} {payment['currency']}"
         + (
-            f" ({_money(payment['tax_minor'], payment['currency'])} {payment['tax_name']} included)"
+            f" (incl. {payment['tax_name']} {_money(payment['tax_minor'], payment['currency'])})"
             if payment["tax_minor"]
             else ""
         ),
@@ -572,6 +572,7 @@ def payments(
         print_json(rows[0] if txnid is not None else rows)
         return
     table = Table("txnid", "customer", "item", "amount", "status", "created", box=None)
+    table.columns[0].no_wrap = True
     for r in rows:
         item = (
             (r.get("plan_id") and f"{r['plan_id']} ({r['cycle']})")
@@ -584,7 +585,7 @@ def payments(
             str(item),
             f"{r['amount_text']} {r['currency']}",
             r["status"],
-            str(r["created_at"])[:19],
+            str(r["created_at"])[:10],
         )
     stdout_console().print(table)
     if txnid is not None:
