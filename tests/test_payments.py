@@ -178,3 +178,38 @@ def test_failed_renewal_is_dunned_then_downgraded(shop: Engine) -> None:
     assert subs == {"pro": "canceled", "free": "active"}
     assert balance(shop, "asha") == 0
     assert scalar(shop, f"SELECT count(*) FROM {S}.notifications WHERE kind = 'payment_failed'") >= 3
+
+
+def test_bundle_buys_the_plan_and_the_credits(shop: Engine) -> None:
+    add_buyer(shop, "maya")
+    pay = _checkout(shop, "maya", {"bundle": "creator-bundle"})
+    # Fixed price 15,999.00 + 18% GST = 18,878.82.
+    assert (pay["kind"], pay["net_minor"], pay["amount_text"]) == ("bundle", 1599900, "18878.82")
+    done = _settle(shop, str(pay["txnid"]), "success", "18878.82", verified=True)
+    assert done["outcome"] == "applied" and done["redemption"] == "redeemed" and done["tokens_granted"] == 500
+    assert scalar(
+        shop, f"SELECT plan_id || '/' || cycle FROM {S}.subscriptions WHERE customer_id = 'maya'"
+    ) == ("pro/annual")
+    assert balance(shop, "maya") == 500
+
+
+def test_concurrent_deliveries_of_one_success_act_once(shop: Engine) -> None:
+    import threading
+
+    add_buyer(shop, "asha", plan="pro")
+    pay = _checkout(shop, "asha", {"package": "extra-500"})
+    barrier = threading.Barrier(4)
+    results: list[dict[str, object]] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        results.append(_settle(shop, str(pay["txnid"]), "success", "1768.82", verified=True))
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(str(r["outcome"]) for r in results) == ["applied", "duplicate", "duplicate", "duplicate"]
+    assert balance(shop, "asha") == 500
+    assert scalar(shop, f"SELECT count(*) FROM {S}.invoices") == 1
