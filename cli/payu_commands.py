@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from publishers.payu.config import PayUConfig
 
 payu_app = typer.Typer(
-    help="PayU India: the settings of an environment and an offline PayU simulator for testing checkouts, "
-    "webhooks, refunds and mandates.",
+    help="PayU India: checkouts priced by Tariff, payment results and webhooks, refunds, reconciliation, the "
+    "settings of an environment and an offline PayU simulator.",
     no_args_is_help=True,
 )
 
