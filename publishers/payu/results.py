@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -154,6 +155,13 @@ def parse_bodies(text: str, source: str = "input") -> list[Body]:
     return bodies
 
 
+def _decimal(text: str) -> Decimal | None:
+    try:
+        return Decimal(text.strip())
+    except InvalidOperation:
+        return None
+
+
 def check_payment_hash(body: Body, credentials: PayUCredentials) -> None:
     if body.fields.get("key") != credentials.key:
         raise PayloadError(
@@ -227,6 +235,13 @@ def take_in(
                         f"{body.where}: PayU has no payment {f['txnid']}, though the body says success",
                         "Do not trust this body; compare with PayU's dashboard.",
                         code="not_confirmed",
+                    )
+                if tx.amount is not None and tx.amount != _decimal(f["amount"]):
+                    raise PayloadError(
+                        f"{body.where}: amount mismatch for {f['txnid']}: PayU confirms {tx.amount}, "
+                        f"the body says {f['amount']}",
+                        "Do not trust this body; compare with PayU's dashboard (tariff payu reconcile).",
+                        code="amount_mismatch",
                     )
                 status, verified = tx.status, tx.succeeded
             result = settle(
