@@ -88,6 +88,19 @@ def test_browser_checkout_returns_a_signed_response_to_surl_and_a_webhook(
     assert hook.form == fields and verify_reverse_hash(SIM_SALT, hook.form)
 
 
+def test_submitting_the_payment_page_twice_shows_an_error_page(
+    payu_sim: RunningSimulator, receiver: Receiver
+) -> None:
+    page = open_checkout(payu_sim, receiver, "PGtwiceweb")
+    submit(payu_sim, page, "approve")
+    form = page.forms[0]
+    again = requests.post(
+        payu_sim.url + form["action"], data={**form["fields"], "outcome": "approve"}, timeout=5
+    )
+    assert again.status_code == 409 and "already success" in again.text and "Error Reason" in again.text
+    assert len(receiver.wait_for(1)) == 1  # one webhook only
+
+
 def test_wrong_otp_fails_to_furl_and_cancel_goes_to_curl(
     payu_sim: RunningSimulator, receiver: Receiver
 ) -> None:

@@ -394,7 +394,11 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 self._html(200, pages.checkout_page(payment, sim.state.key))
             elif path.startswith("/_sim/checkout/"):
-                url, fields = sim.checkout_submit(path.rsplit("/", 1)[1], self._form(body))
+                try:
+                    url, fields = sim.checkout_submit(path.rsplit("/", 1)[1], self._form(body))
+                except SimulatorRequestError as exc:  # a page submitted twice, or a stale tab
+                    self._html(exc.status, pages.error_page(exc.message))
+                    return
                 self._html(200, pages.return_form(url, fields))
             elif path in ("/merchant/postservice.php", "/merchant/postservice"):
                 self._merchant_api(self._form(body))
