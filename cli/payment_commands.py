@@ -571,42 +571,60 @@ def payments(
     if format_ is OutputFormat.json:
         print_json(rows[0] if txnid is not None else rows)
         return
-    table = Table("txnid", "customer", "item", "amount", "status", "created", box=None)
-    table.columns[0].no_wrap = True
+    if txnid is not None:
+        _print_payment(rows[0])
+        return
+    table = Table("txnid", "customer", "item", "amount", "status", "created", box=None, pad_edge=False)
+    for column in table.columns:
+        column.no_wrap = True
     for r in rows:
-        item = (
-            (r.get("plan_id") and f"{r['plan_id']} ({r['cycle']})")
-            or r.get("package_id")
-            or r.get("bundle_id")
-        )
         table.add_row(
             r["txnid"],
             r["customer_id"],
-            str(item),
+            _item(r),
             f"{r['amount_text']} {r['currency']}",
             r["status"],
             str(r["created_at"])[:10],
         )
     stdout_console().print(table)
-    if txnid is not None:
-        one = rows[0]
-        console = stdout_console()
-        for e in one["events"]:
-            console.print(
-                f"  event {e['kind']} {e['status']} via {e['source']}: {e['outcome']}",
-                highlight=False,
-                markup=False,
-            )
-        for rf in one["refunds"]:
-            console.print(
-                f"  refund {rf['token']} {rf['amount_text']}: {rf['status']}", highlight=False, markup=False
-            )
-        if one.get("invoice"):
-            inv = one["invoice"]
-            console.print(
-                f"  invoice {inv['number']}: net {_money(inv['net_minor'], inv['currency'])} + "
-                f"{inv['tax_name'] or 'tax'} {_money(inv['tax_minor'], inv['currency'])} = "
-                f"{_money(inv['total_minor'], inv['currency'])}",
-                highlight=False,
-                markup=False,
-            )
+
+
+def _item(r: dict[str, Any]) -> str:
+    if r.get("plan_id"):
+        return f"{r['plan_id']} ({r['cycle']})"
+    return str(r.get("package_id") or r.get("bundle_id"))
+
+
+def _print_payment(one: dict[str, Any]) -> None:
+    currency = one["currency"]
+    lines = [
+        f"payment {one['txnid']} ({one['id']}): {one['status']}",
+        f"  customer   {one['customer_id']}, {one['kind']} {_item(one)}, {one['purpose']}",
+        f"  price      list {_money(one['list_minor'], currency)} − discount "
+        f"{_money(one['discount_minor'], currency)} = net {_money(one['net_minor'], currency)}"
+        + (f" ({', '.join(one['promotion_ids'])})" if one["promotion_ids"] else ""),
+        f"  charged    {one['amount_text']} {currency}"
+        + (f" incl. {one['tax_name']} {_money(one['tax_minor'], currency)}" if one["tax_minor"] else ""),
+        f"  PayU       mihpayid {one.get('mihpayid') or '-'}, mode {one.get('payment_mode') or '-'}",
+        f"  created    {one['created_at']}; paid {one.get('paid_at') or '-'}",
+    ]
+    if one.get("subscription_id"):
+        lines.append(f"  subscription {one['subscription_id']}")
+    if one["tokens_granted"]:
+        lines.append(f"  credits    {one['tokens_granted']} granted, {one['tokens_revoked']} taken back")
+    if one.get("fulfilment_error"):
+        lines.append(f"  fulfilment failed: {one['fulfilment_error']}")
+    for e in one["events"]:
+        lines.append(f"  event      {e['kind']} {e['status']} via {e['source']}: {e['outcome']}")
+    for rf in one["refunds"]:
+        lines.append(f"  refund     {rf['token']} {rf['amount_text']} {currency}: {rf['status']}")
+    if one.get("invoice"):
+        inv = one["invoice"]
+        lines.append(
+            f"  invoice    {inv['number']}: net {_money(inv['net_minor'], currency)} + "
+            f"{inv['tax_name'] or 'tax'} {_money(inv['tax_minor'], currency)} = "
+            f"{_money(inv['total_minor'], currency)}"
+        )
+    console = stdout_console()
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
