@@ -70,7 +70,7 @@ INSERT INTO payments (txnid, customer_id, kind, purpose, plan_id, cycle, price_v
                       list_minor, net_minor, tax_minor, amount_minor, amount_text, quote, redemption_key,
                       productinfo, status, refunded_minor, created_at, updated_at, paid_at, failed_at)
 SELECT 'BP' || g, c.id, 'plan', 'renewal', pv.plan_id, pv.cycle, pv.id, c.region, pv.currency,
-       pv.amount_minor, pv.amount_minor, 0, pv.amount_minor, (pv.amount_minor / 100.0)::text, '{}', 'bench-' || g,
+       pv.amount_minor, pv.amount_minor, 0, pv.amount_minor, trim_scale(round(pv.amount_minor / 100.0, 2))::text, '{}', 'bench-' || g,
        'bench', CASE WHEN g % 20 = 0 THEN 'failure' WHEN g % 67 = 0 THEN 'refunded' ELSE 'success' END,
        CASE WHEN g % 67 = 0 AND g % 20 <> 0 THEN pv.amount_minor ELSE 0 END, at, at,
        CASE WHEN g % 20 <> 0 THEN at END, CASE WHEN g % 20 = 0 THEN at END
