@@ -43,8 +43,13 @@ class Period:
 
 
 def use_schema(conn: Connection, schema: str) -> None:
-    """Point this transaction's search_path at the Tariff schema (analytics SQL never names it)."""
+    """Point this transaction's search_path at the Tariff schema (analytics SQL never names it).
+
+    JIT is switched off for the transaction: report queries are many short aggregations whose compile
+    time (seconds on a busy machine) would exceed their run time.
+    """
     conn.execute(sa.text("SELECT set_config('search_path', :path, true)"), {"path": f'"{schema}", public'})
+    conn.execute(sa.text("SET LOCAL jit = off"))
 
 
 def resolve_period(

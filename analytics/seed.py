@@ -84,7 +84,9 @@ WITH base AS (
       FROM generate_series(1, :customers) AS i
 ), shaped AS (
     SELECT b.*,
-           :start + (:end - :start) * sqrt(r_signup) AS signup_at,
+           -- A quarter were customers before the window opens; sign-ups then accelerate (the product grows).
+           CASE WHEN r_signup < 0.25 THEN :start - interval '365 days' * (r_signup / 0.25)
+                ELSE :start + (:end - :start) * sqrt((r_signup - 0.25) / 0.75) END AS signup_at,
            CASE WHEN r_region < 0.6 THEN 'IN' WHEN r_region < 0.9 THEN 'US' ELSE 'EU' END AS region,
            CASE WHEN r_path < 0.4 THEN 'free' ELSE 'trial' END AS path,
            CASE WHEN r_plan < 0.75 THEN 'pro' ELSE 'premium' END AS trial_plan,
@@ -161,7 +163,7 @@ CREATE TEMP TABLE seed_old_prices (id bigint, plan_id text, cycle text, currency
     ON COMMIT DROP;
 WITH revision AS (
     INSERT INTO revisions (created_at, actor, environment, config_fingerprint, plan, summary)
-    SELECT :start - interval '1 day', 'tariff demo seed', 'demo', fingerprint, '{}'::jsonb,
+    SELECT :start - interval '400 days', 'tariff demo seed', 'demo', fingerprint, '{}'::jsonb,
            'Demo history: Pro monthly at its launch price'
       FROM catalog_state
     RETURNING id
@@ -169,7 +171,7 @@ WITH revision AS (
 INSERT INTO price_versions (plan_id, cycle, currency, region, amount_minor, valid_from, valid_to, revision_id)
 SELECT pv.plan_id, pv.cycle, pv.currency, NULL,
        round(pv.amount_minor * 0.85 / 10 ^ cu.minor_units) * 10 ^ cu.minor_units,
-       :start - interval '1 day', :change_at, (SELECT id FROM revision)
+       :start - interval '400 days', :change_at, (SELECT id FROM revision)
   FROM price_versions pv
   JOIN currencies cu ON cu.code = pv.currency
  WHERE pv.plan_id = 'pro' AND pv.cycle = 'monthly' AND pv.region IS NULL AND pv.valid_to IS NULL
@@ -231,10 +233,11 @@ WITH days AS (
       FROM seed_states s
       JOIN seed_customers c ON c.i = s.i
      CROSS JOIN LATERAL generate_series(
-            date_trunc('day', (s.at AT TIME ZONE :tz)),
+            date_trunc('day', (greatest(s.at, :start) AT TIME ZONE :tz)),
             date_trunc('day', (coalesce(s.until, :end) AT TIME ZONE :tz)) - interval '1 day',
             interval '1 day') AS d
      WHERE s.plan_id IN ('pro', 'premium') AND s.status IN ('trialing', 'active')
+       AND coalesce(s.until, :end) > :start
 ), requests AS (
     SELECT d.*, n, pg_temp.rnd(d.i * 40000 + (d.day - DATE '2000-01-01'), n, :seed) AS r1,
            pg_temp.rnd(d.i * 40000 + (d.day - DATE '2000-01-01'), 100 + n, :seed) AS r2,
@@ -258,8 +261,7 @@ WITH days AS (
       FROM requests r
 ), priced AS (
     SELECT s.customer_id, s.plan_id, s.model_id, s.input_tokens, s.output_tokens, s.state_from, s.state_until,
-           ((s.day + make_interval(hours => s.hour, secs => floor(3600 * s.r4)::integer)) AT TIME ZONE :tz)
-               AS created_at,
+           s.day + make_interval(hours => s.hour, secs => floor(3600 * s.r4)::integer) AS local_at,
            CASE WHEN s.r2 < 0.6 THEN 'chat' ELSE 'generate' END AS request_type,
            greatest(ceil(s.input_tokens::numeric / 1000 * m.credits_per_1k_input
                          + s.output_tokens::numeric / 1000 * m.credits_per_1k_output), m.credits_minimum)::bigint
@@ -273,9 +275,9 @@ WITH days AS (
     SELECT (:outage_day + time '02:00') AT TIME ZONE :tz AS starts,
            (:outage_day + time '08:00') AT TIME ZONE :tz AS ends
 )
-SELECT p.customer_id, p.plan_id, p.model_id, p.input_tokens, p.output_tokens, p.created_at, p.request_type,
-       p.credits, p.cost, p.cost_currency
-  FROM priced p, outage o
+SELECT p.customer_id, p.plan_id, p.model_id, p.input_tokens, p.output_tokens, p.local_at,
+       p.created_at, p.request_type, p.credits, p.cost, p.cost_currency
+  FROM (SELECT priced.*, priced.local_at AT TIME ZONE :tz AS created_at FROM priced) p, outage o
  WHERE p.created_at >= p.state_from AND p.created_at < p.state_until AND NOT (p.created_at >= o.starts AND p.created_at < o.ends)
 """
 
@@ -284,7 +286,7 @@ SELECT p.customer_id, p.plan_id, p.model_id, p.input_tokens, p.output_tokens, p.
 _CAPPED = """
 CREATE TEMP TABLE seed_usage_capped ON COMMIT DROP AS
 SELECT u.*
-  FROM (SELECT u.*, sum(u.credits) OVER (PARTITION BY u.customer_id, date_trunc('month', u.created_at AT TIME ZONE :tz)
+  FROM (SELECT u.*, sum(u.credits) OVER (PARTITION BY u.customer_id, date_trunc('month', u.local_at)
                                           ORDER BY u.created_at ROWS UNBOUNDED PRECEDING) AS running
           FROM seed_usage u) u
   JOIN plans p ON p.id = u.plan_id
@@ -293,12 +295,12 @@ UNION ALL
 -- Retry storm: every gpt-4o request of one day sent three times.
 SELECT u.*, 0 FROM seed_usage u
  CROSS JOIN generate_series(1, 2) AS k
- WHERE u.model_id = 'gpt-4o' AND (u.created_at AT TIME ZONE :tz)::date = :storm_day
+ WHERE u.model_id = 'gpt-4o' AND u.local_at::date = :storm_day
 UNION ALL
 -- Bursts: a few customers run a script for a day.
 SELECT u.*, 0 FROM seed_usage u
  CROSS JOIN generate_series(1, 25) AS k
- WHERE (u.created_at AT TIME ZONE :tz)::date = :burst_day AND right(u.customer_id, 2) = '07'
+ WHERE u.local_at::date = :burst_day AND right(u.customer_id, 2) = '07'
 """
 
 _INSERT_USAGE = """
@@ -312,7 +314,7 @@ SELECT customer_id, model_id, 'demo-req-' || row_number() OVER (ORDER BY created
 _INSERT_DAILY = """
 INSERT INTO token_usage_daily AS d (day, customer_id, model_id, request_type, requests, input_tokens,
                                     output_tokens, credits, cost, cost_currency)
-SELECT (created_at AT TIME ZONE :tz)::date, customer_id, model_id, request_type, count(*), sum(input_tokens),
+SELECT local_at::date, customer_id, model_id, request_type, count(*), sum(input_tokens),
        sum(output_tokens), sum(credits), sum(cost), cost_currency
   FROM seed_usage_capped
  GROUP BY 1, customer_id, model_id, request_type, cost_currency
@@ -330,13 +332,14 @@ _GRANTS = """
 CREATE TEMP TABLE seed_grants ON COMMIT DROP AS
 WITH months AS (
     SELECT s.customer_id, s.plan_id, m::date AS month,
-           greatest(m AT TIME ZONE :tz, s.at) AS starts_at
+           greatest(m AT TIME ZONE :tz, s.at, :start) AS starts_at
       FROM seed_states s
-     CROSS JOIN LATERAL generate_series(date_trunc('month', s.at AT TIME ZONE :tz),
+     CROSS JOIN LATERAL generate_series(date_trunc('month', greatest(s.at, :start) AT TIME ZONE :tz),
                                         date_trunc('month', (coalesce(s.until, :end) AT TIME ZONE :tz)
                                                             - interval '1 second'),
                                         interval '1 month') AS m
      WHERE s.plan_id IN ('pro', 'premium') AND s.status IN ('trialing', 'active')
+       AND coalesce(s.until, :end) > :start
 ), one_plan AS (
     SELECT DISTINCT ON (m.customer_id, m.month) m.customer_id, m.month, p.allowance_amount AS amount,
            m.starts_at
@@ -344,7 +347,7 @@ WITH months AS (
      WHERE p.allowance_amount > 0
      ORDER BY m.customer_id, m.month, m.starts_at, p.allowance_amount DESC
 ), used AS (
-    SELECT customer_id, date_trunc('month', created_at AT TIME ZONE :tz)::date AS month, sum(credits) AS credits
+    SELECT customer_id, date_trunc('month', local_at)::date AS month, sum(credits) AS credits
       FROM seed_usage_capped GROUP BY 1, 2
 )
 SELECT o.customer_id, o.month, o.amount, least(o.amount, coalesce(u.credits, 0)) AS consumed,
@@ -597,7 +600,9 @@ def seed(
     run(_INSERT_HISTORY)
     step("subscriptions")
     run(_USAGE)
+    conn.execute(sa.text("ANALYZE seed_usage"))
     run(_CAPPED)
+    conn.execute(sa.text("ANALYZE seed_usage_capped"))
     run(_INSERT_USAGE)
     run(_INSERT_DAILY)
     step("usage")

@@ -12,7 +12,7 @@ fractions (0.25 = 25 %).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -161,9 +161,9 @@ class TokenReportBuilder:
         }
         self.src = _SRC_CUSTOMER if filters.customer else _SRC_ROLLUP
 
-    def rows(self, sql: str) -> Sequence[sa.Row[Any]]:
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
         used = {k: v for k, v in self.params.items() if f":{k}" in sql}
-        return self.conn.execute(sa.text(sql), used).all()
+        return [tuple(row) for row in self.conn.execute(sa.text(sql), used)]
 
     def summary(self) -> Section:
         row = self.rows(

@@ -28,6 +28,8 @@ from cli.payu_commands import payu_app
 from cli.plan_commands import register as register_plan_commands
 from cli.preview_command import register as register_preview_command
 from cli.promo_commands import register as register_promo_commands
+from cli.report_commands import demo_app, report_app
+from cli.report_more_commands import register as register_report_more_commands
 from cli.status_command import status as status_command
 from cli.tick_command import tick as tick_command
 from cli.token_commands import tokens_app
@@ -137,6 +139,9 @@ register_promo_commands(app)
 app.add_typer(customers_app, name="customers")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(report_app, name="report")
+register_report_more_commands(report_app)
+app.add_typer(demo_app, name="demo")
 app.add_typer(payu_app, name="payu")
 register_payment_commands(payu_app)
 app.command("tick")(tick_command)

@@ -91,6 +91,15 @@ def checkout(
         Path | None,
         typer.Option("--html", help="Also write a self-contained page that posts the form to PayU at once."),
     ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Price as of this moment (ISO 8601; without an offset, in the project's time zone): the "
+            "promotions live then apply. Default: now.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
@@ -121,15 +130,26 @@ def checkout(
     if html is not None and html.exists() and html.is_dir():
         raise CommandError(f"--html {html} is a directory", fix="name a file, e.g. --html checkout.html")
     with database(config, env, database_url) as db:
+        priced_at = None
+        if at is not None:
+            from compiler.timeutil import parse_timestamp
+
+            try:
+                priced_at = parse_timestamp(at, db.timezone)
+            except ValueError as exc:
+                raise CommandError(f"--at: {exc}", fix="write e.g. 2026-11-20T10:00+05:30") from exc
         try:
-            payment = _checkout(db, customer, item, region, code, txnid, settings.environment, _actor(config))
+            payment = _checkout(
+                db, customer, item, region, code, txnid, settings.environment, _actor(config), priced_at
+            )
         except PaymentError as exc:
             raise CommandError(exc.message, exc.fix) from exc
         try:
             form = form_for(payment, settings, credentials)
         except ValueError as exc:
             raise CommandError(
-                f"cannot sign the checkout: {exc}", fix="check the customer's name and email"
+                f"cannot sign the checkout: {exc}",
+                fix=f"register it, e.g. tariff customers add {customer} --attr phone=98XXXXXXXX",
             ) from exc
         if html is not None:
             try:
@@ -146,7 +166,7 @@ def checkout(
         f"payment [bold]{payment['txnid']}[/bold] pending: {escape(payment['productinfo'])} for "
         f"{payment['customer_id']} — {payment['amount_text']} {payment['currency']}"
         + (
-            f" ({_money(payment['tax_minor'], payment['currency'])} {payment['tax_name']} included)"
+            f" (incl. {payment['tax_name']} {_money(payment['tax_minor'], payment['currency'])})"
             if payment["tax_minor"]
             else ""
         ),
@@ -155,7 +175,8 @@ def checkout(
     if payment["discount_minor"]:
         console.print(
             f"  list {_money(payment['list_minor'], payment['currency'])}, discount "
-            f"{_money(payment['discount_minor'], payment['currency'])} ({', '.join(payment['promotion_ids'])})",
+            f"{_money(payment['discount_minor'], payment['currency'])} "
+            f"({', '.join(payment['promotion_ids'])})",
             highlight=False,
         )
     console.print(f"  POST {form.action}", highlight=False, markup=False)
@@ -174,6 +195,7 @@ def _checkout(
     txnid: str | None,
     environment: str,
     actor: str,
+    at: datetime | None,
 ) -> dict[str, Any]:
     from database.payments import checkout as run_checkout
 
@@ -187,6 +209,7 @@ def _checkout(
         txnid=txnid,
         environment=environment,
         actor=actor,
+        at=at,
     )
 
 
@@ -256,7 +279,8 @@ def _print_results(results: list[dict[str, Any]]) -> None:
             if r.get("invoice"):
                 extra += f", invoice {r['invoice']}"
             console.print(
-                f"{r['where']}: {r['txnid']} {r['status']} → {r['outcome']} (payment {r.get('payment_status', '-')}"
+                f"{r['where']}: {r['txnid']} {r['status']} → {r['outcome']} "
+                f"(payment {r.get('payment_status', '-')}"
                 f"{extra})" + (f" — {r['detail']}" if r.get("detail") else ""),
                 highlight=False,
                 markup=False,
@@ -366,7 +390,8 @@ def refund(
                 units = int(
                     conn.execute(
                         text(
-                            f"SELECT minor_units FROM {quote_schema(session.schema)}.currencies WHERE code = :c"
+                            f"SELECT minor_units FROM {quote_schema(session.schema)}.currencies "
+                            "WHERE code = :c"
                         ),
                         {"c": found["currency"]},
                     ).scalar_one()
@@ -391,7 +416,8 @@ def refund(
         print_json(result)
         return
     stdout_console().print(
-        f"refund {result['token']} of {result['amount_text']} {result['currency']} on {txnid}: {result['status']}"
+        f"refund {result['token']} of {result['amount_text']} {result['currency']} on {txnid}: "
+        f"{result['status']}"
         + (f" (request {result['request_id']})" if result.get("request_id") else "")
         + (" — recovered from an earlier attempt" if result.get("recovered") else ""),
         highlight=False,
@@ -505,7 +531,8 @@ def reconcile(
         )
         for m in report["mismatches"]:
             console.print(
-                f"  {m['txnid']}: {m['issue']} (Tariff {m['tariff_status'] or '-'} {m['tariff_amount'] or ''}, "
+                f"  {m['txnid']}: {m['issue']} "
+                f"(Tariff {m['tariff_status'] or '-'} {m['tariff_amount'] or ''}, "
                 f"PayU {m['payu_status'] or '-'} {m['payu_amount'] or ''})"
                 + (" — fixed" if m["fixed"] else " — fixable with --fix" if m["fixable"] else ""),
                 highlight=False,
@@ -544,39 +571,60 @@ def payments(
     if format_ is OutputFormat.json:
         print_json(rows[0] if txnid is not None else rows)
         return
-    table = Table("txnid", "customer", "item", "amount", "status", "created", box=None)
+    if txnid is not None:
+        _print_payment(rows[0])
+        return
+    table = Table("txnid", "customer", "item", "amount", "status", "created", box=None, pad_edge=False)
+    for column in table.columns:
+        column.no_wrap = True
     for r in rows:
-        item = (
-            (r.get("plan_id") and f"{r['plan_id']} ({r['cycle']})") or r.get("package_id") or r.get("bundle_id")
-        )
         table.add_row(
             r["txnid"],
             r["customer_id"],
-            str(item),
+            _item(r),
             f"{r['amount_text']} {r['currency']}",
             r["status"],
-            str(r["created_at"])[:19],
+            str(r["created_at"])[:10],
         )
     stdout_console().print(table)
-    if txnid is not None:
-        one = rows[0]
-        console = stdout_console()
-        for e in one["events"]:
-            console.print(
-                f"  event {e['kind']} {e['status']} via {e['source']}: {e['outcome']}",
-                highlight=False,
-                markup=False,
-            )
-        for rf in one["refunds"]:
-            console.print(
-                f"  refund {rf['token']} {rf['amount_text']}: {rf['status']}", highlight=False, markup=False
-            )
-        if one.get("invoice"):
-            inv = one["invoice"]
-            console.print(
-                f"  invoice {inv['number']}: net {_money(inv['net_minor'], inv['currency'])} + "
-                f"{inv['tax_name'] or 'tax'} {_money(inv['tax_minor'], inv['currency'])} = "
-                f"{_money(inv['total_minor'], inv['currency'])}",
-                highlight=False,
-                markup=False,
-            )
+
+
+def _item(r: dict[str, Any]) -> str:
+    if r.get("plan_id"):
+        return f"{r['plan_id']} ({r['cycle']})"
+    return str(r.get("package_id") or r.get("bundle_id"))
+
+
+def _print_payment(one: dict[str, Any]) -> None:
+    currency = one["currency"]
+    lines = [
+        f"payment {one['txnid']} ({one['id']}): {one['status']}",
+        f"  customer   {one['customer_id']}, {one['kind']} {_item(one)}, {one['purpose']}",
+        f"  price      list {_money(one['list_minor'], currency)} − discount "
+        f"{_money(one['discount_minor'], currency)} = net {_money(one['net_minor'], currency)}"
+        + (f" ({', '.join(one['promotion_ids'])})" if one["promotion_ids"] else ""),
+        f"  charged    {one['amount_text']} {currency}"
+        + (f" incl. {one['tax_name']} {_money(one['tax_minor'], currency)}" if one["tax_minor"] else ""),
+        f"  PayU       mihpayid {one.get('mihpayid') or '-'}, mode {one.get('payment_mode') or '-'}",
+        f"  created    {one['created_at']}; paid {one.get('paid_at') or '-'}",
+    ]
+    if one.get("subscription_id"):
+        lines.append(f"  subscription {one['subscription_id']}")
+    if one["tokens_granted"]:
+        lines.append(f"  credits    {one['tokens_granted']} granted, {one['tokens_revoked']} taken back")
+    if one.get("fulfilment_error"):
+        lines.append(f"  fulfilment failed: {one['fulfilment_error']}")
+    for e in one["events"]:
+        lines.append(f"  event      {e['kind']} {e['status']} via {e['source']}: {e['outcome']}")
+    for rf in one["refunds"]:
+        lines.append(f"  refund     {rf['token']} {rf['amount_text']} {currency}: {rf['status']}")
+    if one.get("invoice"):
+        inv = one["invoice"]
+        lines.append(
+            f"  invoice    {inv['number']}: net {_money(inv['net_minor'], currency)} + "
+            f"{inv['tax_name'] or 'tax'} {_money(inv['tax_minor'], currency)} = "
+            f"{_money(inv['total_minor'], currency)}"
+        )
+    console = stdout_console()
+    for line in lines:
+        console.print(line, highlight=False, markup=False)

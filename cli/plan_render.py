@@ -102,7 +102,21 @@ def plan_to_text(plan: Plan) -> RenderableType:
                 _money(item.mrr_after, item.currency),
             )
         items.append(table)
+    if plan.mandates is not None and (plan.mandates.new_mandates or plan.mandates.pre_debits):
+        items.append(Text("\nPayU e-mandates", style="bold underline"))
+        items.extend(Text(f"  {line}") for line in mandate_lines(plan))
     return Group(*items)
+
+
+def mandate_lines(plan: Plan) -> list[str]:
+    """Subscribers on e-mandates a price change reaches: new mandates needed, pre-debits with new amounts."""
+    if plan.mandates is None:
+        return []
+    return [
+        f"{plan.mandates.new_mandates} subscriber(s) need a new mandate: the new price is above their "
+        "mandate's maximum",
+        f"{plan.mandates.pre_debits} pre-debit notification(s) must carry the new amount",
+    ]
 
 
 def blast_markdown(plan: Plan) -> list[str]:
@@ -144,6 +158,9 @@ def plan_to_markdown(plan: Plan) -> list[str]:
         blast_markdown(plan),
         [f"_{note}_"] if note else [],
         reach if plan.promotion_impact else [],
+        ["### PayU e-mandates", "", *(f"- {line}" for line in mandate_lines(plan))]
+        if plan.mandates is not None and (plan.mandates.new_mandates or plan.mandates.pre_debits)
+        else [],
     )
     sections = [block for block in blocks if block]
     return diff_to_markdown(plan.diff, title="Tariff plan", sections=sections)

@@ -14,11 +14,10 @@ import typer
 
 from cli.errors import CommandError
 from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, database
-from cli.output import stderr_console, stdout_console
-from cli.status_command import StatusFormat as ReportFormat
+from cli.report_commands import OutOption, ReportFormatOption, _check_known, _emit, _format
 
 if TYPE_CHECKING:
-    from analytics.model import Report
+    from sqlalchemy.engine import Connection
 
 
 class Subject(StrEnum):
@@ -32,13 +31,6 @@ class Basis(StrEnum):
     mrr = "mrr"
 
 
-FormatOption = Annotated[
-    ReportFormat, typer.Option("--format", "-f", help="Output format; xlsx and html need --out.")
-]
-OutOption = Annotated[
-    Path | None,
-    typer.Option("--out", "-o", help="Write to this file (csv: a directory writes one file per section)."),
-]
 CustomerOption = Annotated[
     str | None, typer.Option("--customer", help="Only this customer (the app's user id).", show_default=False)
 ]
@@ -64,15 +56,12 @@ def parse_day(text: str, option: str, today: date) -> date:
         ) from exc
 
 
-def _emit(report: Report, format_: ReportFormat, out: Path | None) -> None:
-    from analytics.render import RenderError, render
+def _known(conn: Connection, schema: str, customer: str | None, model: str | None) -> None:
+    from analytics.period import use_schema
 
-    try:
-        written = render(report, format_.value, out, stdout_console())
-    except RenderError as exc:
-        raise CommandError(str(exc), exc.fix) from exc
-    for path in written:
-        stderr_console().print(f"wrote {path}", markup=False)
+    use_schema(conn, schema)
+    _check_known(conn, "--customer", "customers", customer)
+    _check_known(conn, "--model", "ai_models", model)
 
 
 def forecast(
@@ -112,7 +101,7 @@ def forecast(
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
-    format_: FormatOption = ReportFormat.text,
+    format_: ReportFormatOption = "text",
     out: OutOption = None,
 ) -> None:
     """Forecast daily credits or revenue with a prediction interval, and show how far off the same model
@@ -124,6 +113,7 @@ def forecast(
     from analytics.forecast import NotEnoughHistoryError, parse_horizon, today_in
     from analytics.forecast_report import NoRevenueError, build_forecast_report
 
+    fmt = _format(format_, out)
     try:
         days = parse_horizon(horizon)
     except ValueError as exc:
@@ -137,6 +127,7 @@ def forecast(
             "--customer and --model are for token forecasts", fix="drop them, or forecast tokens"
         )
     with database(config, env, database_url) as db:
+        _known(db.conn, db.schema, customer, model)
         start = parse_day(from_, "--from", today_in(db.conn, db.schema)) if from_ is not None else None
         try:
             report = build_forecast_report(
@@ -165,7 +156,7 @@ def forecast(
                 if basis is not Basis.mrr
                 else "register paying subscriptions first, or try another --currency",
             ) from exc
-    _emit(report, format_, out)
+    _emit(report, fmt, out)
 
 
 def anomalies(
@@ -201,7 +192,7 @@ def anomalies(
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
-    format_: FormatOption = ReportFormat.text,
+    format_: ReportFormatOption = "text",
     out: OutOption = None,
 ) -> None:
     """Unusual usage per customer, model and day: days far above the same weekday of the customer's own
@@ -220,10 +211,12 @@ def anomalies(
         min_ratio=Decimal(str(min_ratio)),
         min_excess=min_credits,
     )
+    fmt = _format(format_, out)
     problems = thresholds.problems()
     if problems:
         raise CommandError(f"--min-history/--weeks: {problems[0]}", fix="use --min-history at most --weeks")
     with database(config, env, database_url) as db:
+        _known(db.conn, db.schema, customer, model)
         today = today_in(db.conn, db.schema)
         first = parse_day(since, "--since", today)
         last = parse_day(until, "--until", today) if until is not None else today
@@ -235,7 +228,7 @@ def anomalies(
             db.conn, db.schema, first, last, customer=customer, model=model, thresholds=thresholds
         )
         report = anomaly_report(found, first, last, customer=customer, model=model, thresholds=thresholds)
-    _emit(report, format_, out)
+    _emit(report, fmt, out)
 
 
 def register(report_app: typer.Typer) -> None:

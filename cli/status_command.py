@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from enum import StrEnum
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,6 +20,7 @@ from rich.console import Console
 from cli.errors import CommandError
 from cli.options import ConfigOption, DatabaseUrlOption, EnvOption
 from cli.output import stderr_console, stdout_console
+from cli.report_commands import OutOption, ReportFormatOption, _emit, _format
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,14 +32,6 @@ if TYPE_CHECKING:
     from analytics.status import Drift
 
 DRIFT_EVERY = 60.0  # seconds between drift checks under --watch: it compiles the last published config
-
-
-class StatusFormat(StrEnum):
-    text = "text"
-    json = "json"
-    csv = "csv"
-    xlsx = "xlsx"
-    html = "html"
 
 
 def drift_summary(conn: Connection, schema: str) -> Drift | None:
@@ -108,27 +100,22 @@ def status(
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
-    format_: Annotated[
-        StatusFormat,
-        typer.Option("--format", "-f", help="Output format; xlsx and html need --out."),
-    ] = StatusFormat.text,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write to this file instead of standard output.")
-    ] = None,
+    format_: ReportFormatOption = "text",
+    out: OutOption = None,
 ) -> None:
     """One screen of what is live and how it is doing: plans and prices per region, subscribers, trials,
     MRR, conversion and churn this month, credits used against what the plans allocate, outstanding
     balance, top models and customers, promotions, the last revision, pending price migrations,
     undelivered notifications and drift.
     """
-    if watch and (format_ is not StatusFormat.text or out is not None):
+    if watch and (format_.strip().lower() != "text" or out is not None):
         raise CommandError(
             "--watch redraws the terminal and cannot write --format/--out",
             fix="drop --watch to write the status once, or drop --format/--out to watch it",
         )
+    fmt = _format(format_, out)
     import sqlalchemy as sa
 
-    from analytics.render import RenderError, render
     from analytics.status import collect_status
     from cli.session import open_session
     from compiler.timeutil import parse_timestamp
@@ -162,10 +149,7 @@ def status(
 
         if not watch:
             report, _ = snapshot(True, None)
-            try:
-                render(report, format_.value, out, stdout_console())
-            except RenderError as exc:
-                raise CommandError(str(exc), exc.fix) from exc
+            _emit(report, fmt, out)
             return
         _watch(snapshot, interval, times)
     except DatabaseError as exc:

@@ -305,6 +305,25 @@ class TokenRules:
     reservation_expiry: Duration = DEFAULT_RESERVATION_EXPIRY
 
 
+DEFAULT_DUNNING_RETRIES = (Duration(1, "day"), Duration(3, "day"), Duration(5, "day"))
+DEFAULT_DUNNING_GRACE = Duration(7, "day")
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRules:
+    """tariff.yaml `payments`: PayU currencies, refunds, invoices and dunning (one published row)."""
+
+    currencies: tuple[str, ...] = ("INR",)
+    revoke_tokens_on_refund: bool = True
+    invoice_prefix: str = "INV-"
+    dunning_retries: tuple[Duration, ...] = DEFAULT_DUNNING_RETRIES
+    dunning_grace: Duration = DEFAULT_DUNNING_GRACE
+    dunning_channel: str = "email"
+    dunning_status: Literal["past_due", "canceled"] = "past_due"
+    dunning_downgrade_to: str | None = None
+    dunning_suspend_tokens: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class PoolTemplate:
     id: str
@@ -505,6 +524,7 @@ class Catalog:
     packages: Mapping[str, TokenPackage] = field(default_factory=dict)
     models: Mapping[str, AIModel] = field(default_factory=dict)
     token_rules: TokenRules = TokenRules()
+    payment_rules: PaymentRules = PaymentRules()
     pools: Mapping[str, PoolTemplate] = field(default_factory=dict)
     promotions: Mapping[str, Promotion] = field(default_factory=dict)
     pages: Mapping[str, Page] = field(default_factory=dict)

@@ -5,7 +5,7 @@ module, so the labels below are the vocabulary reviewers see in pull requests.
 
 Entities are keyed by what they are, never by file or line: ``plan:pro``, ``price:pro/monthly/EUR@EU``,
 ``package-price:extra-500/INR``, ``token-rules``.  Singletons (``project``, ``token-rules``,
-``settings``) use the kind as key and id.
+``payment-rules``, ``settings``) use the kind as key and id.
 
 Actions
     added, changed, retired (status set to retired, or an active/draft plan, package, promotion or
@@ -100,6 +100,7 @@ KIND_ORDER: Final = (
     "package-price",
     "model",
     "token-rules",
+    "payment-rules",
     "pool",
     "promotion",
     "page",
@@ -182,6 +183,9 @@ def diff_catalogs(
         *_price_changes("package-price", old.packages, new.packages),
         *_entities("model", old.models, new.models, _MODEL_RULES, exclude=("id",)),
         *_singleton("token-rules", to_plain(old.token_rules), to_plain(new.token_rules), _TOKEN_RULES),
+        *_singleton(
+            "payment-rules", to_plain(old.payment_rules), to_plain(new.payment_rules), _PAYMENT_RULES
+        ),
         *_entities("pool", old.pools, new.pools, _POOL_RULES, exclude=("id",)),
         *_entities(
             "promotion",
@@ -377,6 +381,7 @@ _MODEL_RULES: Rules = (
     ("*", _neutral),
 )
 _TOKEN_RULES: Rules = (("rollover_max_tokens", _cap), ("*", _neutral))
+_PAYMENT_RULES: Rules = (("*", _neutral),)
 _POOL_RULES: Rules = (
     ("name", _copy),
     ("plans", _members),
@@ -482,6 +487,7 @@ _KIND_TITLES: Final = {
     "package": "Package",
     "model": "Model",
     "token-rules": "Token rules",
+    "payment-rules": "Payment rules",
     "pool": "Pool",
     "promotion": "Promotion",
     "page": "Page",

@@ -68,6 +68,7 @@ SECTIONS: Final = (
     Section("Features", ("feature",)),
     Section("Tokens and models", ("model", "token-rules", "pool")),
     Section("Content", ("page",)),
+    Section("Payments", ("payment-rules",)),
     Section("Settings", ("project", "currency", "cycle", "region", "settings")),
 )
 

@@ -134,6 +134,7 @@ def settings_file(catalog: Catalog) -> str:
             "billing_cycles": cycles,
             "regions": regions,
             "default_region": catalog.default_region,
+            "payments": _payments(catalog),
             **_settings(catalog),
         }
     )
@@ -143,6 +144,31 @@ def settings_file(catalog: Catalog) -> str:
         "../schemas/tariff.schema.json",
         data,
     )
+
+
+def _payments(catalog: Catalog) -> dict[str, Any]:
+    rules = catalog.payment_rules
+    return {
+        "currencies": list(rules.currencies),
+        "refunds": {"revoke_tokens": rules.revoke_tokens_on_refund},
+        "invoices": {"prefix": rules.invoice_prefix},
+        "dunning": {
+            "retries": [str(d) for d in rules.dunning_retries],
+            **_drop_empty(
+                {
+                    "grace_period": str(rules.dunning_grace),
+                    "channel": rules.dunning_channel,
+                    "after_grace": _drop_empty(
+                        {
+                            "status": rules.dunning_status,
+                            "downgrade_to": rules.dunning_downgrade_to,
+                            "suspend_tokens": rules.dunning_suspend_tokens,
+                        }
+                    ),
+                }
+            ),
+        },
+    }
 
 
 def _settings(catalog: Catalog) -> dict[str, Any]:

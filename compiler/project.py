@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.build_pages import build_page, check_page
+from compiler.build_payments import build_payment_rules, check_downgrade_plan
 from compiler.build_plans import build_features, build_plan
 from compiler.build_promotions import build_promotion, check_promotion_references
 from compiler.build_settings import ProjectSettings, build_settings, check_suppression_targets
@@ -184,6 +185,10 @@ def compile_config(root: Path) -> CompileResult:
         )
     project = build_settings(ctx, settings_docs[0])
     catalog = _build_catalog(ctx, project, documents)
+    payment_rules = build_payment_rules(ctx, settings_docs[0], project.currencies, project.settings.channels)
+    check_downgrade_plan(ctx, settings_docs[0], payment_rules, catalog.plans)
+    catalog = dataclasses.replace(catalog, payment_rules=payment_rules)
+    catalog = dataclasses.replace(catalog, fingerprint=fingerprint(catalog))
     return CompileResult(catalog, ctx.diagnostics, ctx.locations)
 
 

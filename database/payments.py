@@ -126,10 +126,11 @@ def request_refund(
     actor: str | None = None,
     at: datetime | None = None,
 ) -> Row:
-    """Open a refund (or return the unanswered one of the same amount, with its token) — commit before PayU."""
+    """Open a refund, or return the unanswered one of the same amount with its token; commit before PayU."""
     return _call(
         conn,
-        f"SELECT {quote_schema(schema)}.request_refund(:txnid, :amount, :reason, :actor, CAST(:at AS timestamptz))",
+        f"SELECT {quote_schema(schema)}.request_refund(:txnid, :amount, :reason, :actor, "
+        "CAST(:at AS timestamptz))",
         {"txnid": txnid, "amount": amount_minor, "reason": reason, "actor": actor, "at": at},
     )
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import psycopg
@@ -39,6 +42,125 @@ def fresh_database() -> str:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
     return server.url(DEMO_DATABASE)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _form_fields(page: Path) -> tuple[str, dict[str, str]]:
+    """The action and hidden fields of the self-posting checkout page, as the browser would send them."""
+
+    class Form(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.action = ""
+            self.fields: dict[str, str] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = {k: v or "" for k, v in attrs}
+            if tag == "form":
+                self.action = a["action"]
+            elif tag == "input":
+                self.fields[a["name"]] = a["value"]
+
+    form = Form()
+    form.feed(page.read_text(encoding="utf-8"))
+    return form.action, form.fields
+
+
+def buy_through_payu(at_diwali: str) -> None:
+    """Two purchases through the offline PayU simulator: checkout, payment, webhook, what was bought."""
+    import requests
+
+    from publishers.payu.simulator import DEFAULT_KEY, DEFAULT_SALT, start_simulator
+
+    sim = start_simulator(0, DEFAULT_KEY, DEFAULT_SALT, refund_settle_seconds=None)
+    os.environ["PAYU_KEY"], os.environ["PAYU_SALT"] = DEFAULT_KEY, DEFAULT_SALT
+    port = _free_port()
+    config = WORK / "pricing-payu"
+    if config.exists():
+        shutil.rmtree(config)
+    shutil.copytree(CONFIG, config)
+    settings = config / "tariff.yaml"
+    settings.write_text(
+        settings.read_text(encoding="utf-8")
+        .replace(
+            "      mode: simulator\n",
+            f"      mode: simulator\n      checkout_url: {sim.url}\n      api_url: {sim.url}\n",
+            1,
+        )
+        .replace("http://127.0.0.1:3000/api/payments/payu/webhook", f"http://127.0.0.1:{port}/"),
+        encoding="utf-8",
+    )
+    payu = ["--env", "local", "--config", str(config)]
+    print(
+        f"\n\033[1m▶ PayU: the offline simulator at {sim.url}, "
+        f"Tariff's webhook receiver on port {port}\033[0m"
+    )
+    receiver = subprocess.Popen([*TARIFF, "payu", "webhook", "--port", str(port), *payu], cwd=ROOT)
+    try:
+        for _ in range(100):
+            try:
+                requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        sim.simulator.webhook_url = f"http://127.0.0.1:{port}/"
+
+        def pay(page: Path) -> str:
+            action, fields = _form_fields(page)
+            requests.post(action, data=fields, timeout=10).raise_for_status()  # the browser at PayU
+            paid = requests.post(f"{sim.url}/_sim/pay", json={"txnid": fields["txnid"]}, timeout=30).json()
+            print(
+                f"  PayU: {fields['txnid']} {paid['status']} (mihpayid {paid['mihpayid']}), webhook → "
+                f"HTTP {paid['webhooks'][0]['status_code']}",
+                flush=True,
+            )
+            return fields["txnid"]
+
+        annual = WORK / "checkout-annual.html"
+        step(
+            "Checkout: Pro annual at the Diwali price (30% off) + 18% GST, signed for PayU's hosted checkout",
+            "payu",
+            "checkout",
+            "--customer",
+            "demo-new",
+            "--plan",
+            "pro",
+            "--cycle",
+            "annual",
+            "--at",
+            at_diwali,
+            "--html",
+            str(annual),
+            *payu,
+        )
+        annual_txnid = pay(annual)
+        pack = WORK / "checkout-extra-500.html"
+        step(
+            "Checkout: 500 extra AI credits (extra-500) for the new Pro subscriber",
+            "payu",
+            "checkout",
+            "--customer",
+            "demo-new",
+            "--package",
+            "extra-500",
+            "--html",
+            str(pack),
+            *payu,
+        )
+        pay(pack)
+        step("The payments: verified with PayU, stored once, fulfilled once", "payu", "payments", *payu)
+        step("One payment in full: its events and its GST invoice", "payu", "payments", annual_txnid, *payu)
+        step("The credits the package granted", "tokens", "show", "demo-new", "--entries", "3", *payu)
+        step("Reconcile with PayU: nothing disagrees", "payu", "reconcile", *payu)
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+        sim.stop()
 
 
 def main() -> None:
@@ -82,6 +204,10 @@ def main() -> None:
         "IN",
         "--email",
         "asha@example.in",
+        "--attr",
+        "name=Asha Rao",
+        "--attr",
+        "phone=9876543210",
     )
     at_diwali, later = "2026-10-25T12:00:00+05:30", "2026-11-25T12:00:00+05:30"
     step(
@@ -132,6 +258,7 @@ def main() -> None:
         "--at",
         at_diwali,
     )
+    buy_through_payu(at_diwali)
     step(
         "Plan the scripted change: blast radius and grandfathering on real subscribers",
         "plan",
@@ -142,6 +269,39 @@ def main() -> None:
     )
     step("Apply exactly the reviewed plan", "apply", str(WORK / "plan.json"), "--config", str(CHANGED))
     step("The revisions", "history")
+    step(
+        "Seed a realistic 180-day history on the applied catalog: sign-ups, trials, conversions, churn, "
+        "payments and refunds, promotions, a mid-history price change and AI usage with a few anomalies",
+        "demo",
+        "seed",
+        "--customers",
+        "2000",
+        "--days",
+        "180",
+    )
+    step(
+        "AI credits: usage, peak hours, utilisation, margin per model and hints",
+        "report",
+        "tokens",
+        "--by",
+        "model",
+    )
+    step(
+        "Revenue: MRR, movements, conversion, cohorts, pricing-change impact, promotions", "report", "revenue"
+    )
+    reports = ROOT / "out" / "reports"
+    for name in ("tokens", "revenue"):
+        for fmt in ("xlsx", "html"):
+            step(
+                f"The {name} report as {fmt.upper()}",
+                "report",
+                name,
+                "--format",
+                fmt,
+                "--out",
+                str(reports / f"{name}.{fmt}"),
+            )
+    print(f"\nReports written: {', '.join(str(p) for p in sorted(reports.glob('*.*')))}")
     preview = ["preview", "--out", "out/preview", "--at", "2026-10-25T12:00:00+05:30"]
     if shutil.which("chromium") or os.environ.get("TARIFF_CHROMIUM"):
         preview += ["--screenshot", "out/preview/screenshots"]

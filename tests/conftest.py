@@ -21,6 +21,7 @@ from database import embedded
 from database.connection import DEFAULT_SCHEMA, create_engine, normalize_url
 from database.errors import DatabaseError
 from database.migrate import upgrade
+from tests.payu_support import payu_client, payu_sim, receiver  # noqa: F401 - PayU simulator fixtures
 
 TEST_URL_ENV = "TARIFF_TEST_DATABASE_URL"
 DB_FIXTURES = frozenset({"pg_server", "pg_url", "engine", "raw_engine", "embedded_root", "scratch_root"})

@@ -14,7 +14,7 @@ AT = datetime.fromisoformat("2026-11-20T10:00:00+05:30")  # WELCOME20 and the la
 
 
 def add_buyer(engine: Engine, customer: str, *, country: str = "IN", plan: str | None = None) -> None:
-    """A registered customer with an email, optionally on `plan` (monthly, paid outside PayU) since January."""
+    """A registered customer with email and phone, optionally on `plan` (monthly, paid outside PayU)."""
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -25,7 +25,7 @@ def add_buyer(engine: Engine, customer: str, *, country: str = "IN", plan: str |
                 "id": customer,
                 "email": f"{customer}@example.in",
                 "country": country,
-                "attrs": '{"name": "Asha Rao"}',
+                "attrs": '{"name": "Asha Rao", "phone": "9876543210"}',
             },
         )
         if plan is not None:
@@ -45,4 +45,10 @@ def scalar(engine: Engine, query: str, **params: Any) -> Any:
 
 
 def balance(engine: Engine, customer: str) -> int:
-    return int(scalar(engine, f"SELECT coalesce(max(balance), 0) FROM {S}.token_accounts WHERE customer_id = :c", c=customer))
+    return int(
+        scalar(
+            engine,
+            f"SELECT coalesce(max(balance), 0) FROM {S}.token_accounts WHERE customer_id = :c",
+            c=customer,
+        )
+    )

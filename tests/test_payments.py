@@ -67,7 +67,11 @@ def test_success_activates_once_and_replays_change_nothing(shop: Engine) -> None
     assert done["outcome"] == "applied" and done["payment_status"] == "success"
     assert done["redemption"] == "redeemed"
     sub = scalar(shop, f"SELECT to_jsonb(s) FROM {S}.subscriptions s WHERE customer_id = 'asha'")
-    assert sub["plan_id"] == "pro" and sub["status"] == "active" and sub["price_version_id"] == pay["price_version_id"]
+    assert (
+        sub["plan_id"] == "pro"
+        and sub["status"] == "active"
+        and sub["price_version_id"] == pay["price_version_id"]
+    )
     invoice = scalar(shop, f"SELECT to_jsonb(i) FROM {S}.invoices i WHERE payment_id = :p", p=pay["id"])
     assert (invoice["net_minor"], invoice["tax_minor"], invoice["total_minor"]) == (119920, 21586, 141506)
     assert invoice["tax_name"] == "GST" and float(invoice["tax_percent"]) == 18
@@ -79,7 +83,8 @@ def test_success_activates_once_and_replays_change_nothing(shop: Engine) -> None
     counts = scalar(
         shop,
         f"SELECT jsonb_build_object('subs', (SELECT count(*) FROM {S}.subscriptions), "
-        f"'redemptions', (SELECT count(*) FROM {S}.redemptions), 'invoices', (SELECT count(*) FROM {S}.invoices), "
+        f"'redemptions', (SELECT count(*) FROM {S}.redemptions), "
+        f"'invoices', (SELECT count(*) FROM {S}.invoices), "
         f"'events', (SELECT count(*) FROM {S}.payment_events), "
         f"'notifications', (SELECT count(*) FROM {S}.notifications WHERE kind = 'payment_failed'))",
     )
@@ -144,8 +149,15 @@ def test_failed_renewal_is_dunned_then_downgraded(shop: Engine) -> None:
     first = _checkout(shop, "asha", {"plan": "pro", "cycle": "monthly"})
     _settle(shop, str(first["txnid"]), "success", first["amount_text"], verified=True)
     with shop.begin() as conn:
-        conn.execute(sa.text(f"UPDATE {S}.payment_rules SET dunning_downgrade_to = 'free', dunning_suspend_tokens = true"))
-        conn.execute(sa.text(f"SELECT {S}.grant_tokens('asha', 40, 'admin', NULL, 'test', 'test', p_at => :at)"), {"at": AT})
+        conn.execute(
+            sa.text(
+                f"UPDATE {S}.payment_rules SET dunning_downgrade_to = 'free', dunning_suspend_tokens = true"
+            )
+        )
+        conn.execute(
+            sa.text(f"SELECT {S}.grant_tokens('asha', 40, 'admin', NULL, 'test', 'test', p_at => :at)"),
+            {"at": AT},
+        )
     later = AT + timedelta(days=30)
     renewal = _checkout(shop, "asha", {"plan": "pro", "cycle": "monthly"}, at=later)
     assert renewal["purpose"] == "renewal"
@@ -166,3 +178,38 @@ def test_failed_renewal_is_dunned_then_downgraded(shop: Engine) -> None:
     assert subs == {"pro": "canceled", "free": "active"}
     assert balance(shop, "asha") == 0
     assert scalar(shop, f"SELECT count(*) FROM {S}.notifications WHERE kind = 'payment_failed'") >= 3
+
+
+def test_bundle_buys_the_plan_and_the_credits(shop: Engine) -> None:
+    add_buyer(shop, "maya")
+    pay = _checkout(shop, "maya", {"bundle": "creator-bundle"})
+    # Fixed price 15,999.00 + 18% GST = 18,878.82.
+    assert (pay["kind"], pay["net_minor"], pay["amount_text"]) == ("bundle", 1599900, "18878.82")
+    done = _settle(shop, str(pay["txnid"]), "success", "18878.82", verified=True)
+    assert done["outcome"] == "applied" and done["redemption"] == "redeemed" and done["tokens_granted"] == 500
+    assert scalar(
+        shop, f"SELECT plan_id || '/' || cycle FROM {S}.subscriptions WHERE customer_id = 'maya'"
+    ) == ("pro/annual")
+    assert balance(shop, "maya") == 500
+
+
+def test_concurrent_deliveries_of_one_success_act_once(shop: Engine) -> None:
+    import threading
+
+    add_buyer(shop, "asha", plan="pro")
+    pay = _checkout(shop, "asha", {"package": "extra-500"})
+    barrier = threading.Barrier(4)
+    results: list[dict[str, object]] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        results.append(_settle(shop, str(pay["txnid"]), "success", "1768.82", verified=True))
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(str(r["outcome"]) for r in results) == ["applied", "duplicate", "duplicate", "duplicate"]
+    assert balance(shop, "asha") == 500
+    assert scalar(shop, f"SELECT count(*) FROM {S}.invoices") == 1

@@ -56,6 +56,23 @@ def response(**overrides: str) -> dict[str, str]:
     return fields
 
 
+def test_published_example_from_payu_integration_guide() -> None:
+    # PayU's integration guide: udf2 and udf4 posted, udf1/3/5 not, amount posted as "10".
+    fields = {
+        "txnid": "12345",
+        "amount": "10",
+        "productinfo": "Shopping",
+        "firstname": "Test",
+        "email": "test@test.com",
+        "udf2": "abc",
+        "udf4": "15",
+    }
+    assert request_hash("C0Dr8m", "3sf0jURk", fields) == (
+        "ffcdbf04fa5beefdcc2dd476c18bc410f02b3968e7f4f54e8f43f1e1a310bb32"
+        "e3b4dec9305232bb89db5b1d0c009a53bcace6f4bd8ec2f695baf3d43ba730ce"
+    )
+
+
 def test_request_hash_matches_payu_formula() -> None:
     spelled = (
         "gtKFFx|PG20261125ab12|1769.00|PineGenie Pro monthly|Asha|asha@example.in|"

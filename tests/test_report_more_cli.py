@@ -9,22 +9,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import typer
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from cli.errors import CommandError
-from cli.report_more_commands import register
+from cli.main import app
 from tests.ledger_support import S, add_customer, publish_shipped
 from tests.reporting_support import insert_usage, weekly_usage
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    report = typer.Typer()
-    register(report)
-    app.add_typer(report, name="report")
-    return app
 
 
 def _today(engine: Engine) -> date:
@@ -39,7 +30,6 @@ def cli(engine: Engine, pg_url: str, tmp_path: Path) -> Any:
     publish_shipped(engine)
     for customer in ("alice", "bob"):
         add_customer(engine, customer, "pro")
-    app = _app()
 
     def run(*args: str, code: int = 0) -> Any:
         result = CliRunner(env={"COLUMNS": "200"}).invoke(

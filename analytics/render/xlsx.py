@@ -34,7 +34,7 @@ def money_format(currency: str | None) -> str:
 
 
 def _sheet_name(title: str, used: set[str]) -> str:
-    base = _SHEET_FORBIDDEN.sub(" ", title).strip()[:31] or "Sheet"
+    base = _SHEET_FORBIDDEN.sub(" ", title).strip()[:31].rstrip() or "Sheet"
     name, n = base, 2
     while name.lower() in used:
         suffix = f" ({n})"

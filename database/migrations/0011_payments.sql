@@ -345,6 +345,7 @@ DECLARE
     v_codes     text[] := ARRAY(SELECT DISTINCT upper(btrim(c)) FROM unnest(coalesce(p_codes, '{}')) c
                                  WHERE btrim(c) <> '' ORDER BY 1);
     v_payment   payments;
+    v_id        text := 'pay_' || replace(gen_random_uuid()::text, '-', '');
 BEGIN
     SELECT * INTO v_rules FROM payment_rules;
     SELECT * INTO v_customer FROM customers WHERE id = p_customer_id;
@@ -457,22 +458,20 @@ BEGIN
         WHEN 'package' THEN v_package.name
         ELSE (SELECT name FROM promotions WHERE id = v_quote->'item'->>'bundle') END);
 
-    INSERT INTO payments (txnid, environment, customer_id, kind, purpose, plan_id, cycle, price_version_id,
+    INSERT INTO payments (id, txnid, environment, customer_id, kind, purpose, plan_id, cycle, price_version_id,
                           package_id, package_price_version_id, bundle_id, subscription_id, region, currency,
                           list_minor, discount_minor, net_minor, tax_name, tax_percent, tax_inclusive, tax_minor,
                           amount_minor, amount_text, codes, promotion_ids, quote, redemption_key, productinfo,
                           actor, created_at, updated_at)
-    VALUES (coalesce(v_txnid, 'T' || upper(substr(replace(gen_random_uuid()::text, '-', ''), 1, 24))),
+    VALUES (v_id, coalesce(v_txnid, 'T' || upper(substr(replace(gen_random_uuid()::text, '-', ''), 1, 24))),
             nullif(btrim(p_environment), ''), p_customer_id, v_kind, v_purpose,
             v_quote->'item'->>'plan', v_quote->'item'->>'cycle', v_version,
             v_quote->'item'->>'package', v_pversion, v_quote->'item'->>'bundle', v_sub.id, v_region.code, v_currency,
             v_list, v_list - v_net, v_net, v_region.tax_name, v_region.tax_percent, v_region.tax_inclusive, v_tax,
             v_amount, minor_text(v_amount, v_units), v_codes,
             ARRAY(SELECT d->>'promotion' FROM jsonb_array_elements(coalesce(v_quote->'discounts', '[]')) d),
-            v_quote, 'payment:' || gen_random_uuid()::text, left(regexp_replace(v_info, '[|]', '/', 'g'), 100),
+            v_quote, 'payment:' || v_id, left(regexp_replace(v_info, '[|]', '/', 'g'), 100),
             nullif(btrim(p_actor), ''), v_at, v_at)
-    RETURNING * INTO v_payment;
-    UPDATE payments SET redemption_key = 'payment:' || v_payment.id WHERE id = v_payment.id
     RETURNING * INTO v_payment;
 
     RETURN to_jsonb(v_payment) || jsonb_build_object(

@@ -59,7 +59,14 @@ def udfs(payment: dict[str, Any]) -> dict[str, str]:
 
 
 def form_for(payment: dict[str, Any], config: PayUConfig, credentials: PayUCredentials) -> CheckoutForm:
-    """The signed `_payment` form for a pending payment returned by `payment_checkout`."""
+    """The signed `_payment` form for a pending payment returned by `payment_checkout`.
+
+    Raises ValueError when a field PayU requires is missing (the customer's phone: attributes.phone).
+    """
+    if not str(payment.get("phone") or "").strip():
+        raise ValueError(
+            f"customer {payment['customer_id']!r} has no phone number, which PayU checkout requires"
+        )
     fields: dict[str, str] = {
         "key": credentials.key,
         "txnid": str(payment["txnid"]),

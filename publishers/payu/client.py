@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from publishers.payu.config import API_PATH
+from publishers.payu.config import API_PATH, PayUConfig
 from publishers.payu.credentials import PayUCredentials, logger
 from publishers.payu.errors import (
     HASH_FIX,
@@ -378,3 +378,8 @@ class PayUClient:
             message=str(entry.get("field9") or message),
             raw=dict(body),
         )
+
+
+def client_for(config: PayUConfig, environ: Mapping[str, str] | None = None, **options: Any) -> PayUClient:
+    """A client for an environment's PayU settings, with the key and salt from its variables."""
+    return PayUClient(config.api_url, config.credentials(environ), **options)

@@ -48,7 +48,7 @@ def reconcile(
     pending = payments(conn, schema, status="pending", limit=10_000)
     recent = payments(conn, schema, since=since, limit=10_000)
     rows = {r["txnid"]: r for r in [*pending, *recent]}
-    units = dict(conn.execute(sa.text(f"SELECT code, minor_units FROM {s}.currencies")).all())
+    units: dict[str, int] = dict(conn.execute(sa.text(f"SELECT code, minor_units FROM {s}.currencies")).all())
     mismatches: list[dict[str, Any]] = []
     fixed = 0
     txnids = sorted(rows)

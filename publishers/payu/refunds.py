@@ -100,9 +100,9 @@ def refund(
         raw={"request_id": answer.request_id, "msg": answer.message, "error_code": answer.error_code},
     )
     if answer.recovered:
-        existing = client.check_action_status(answer.request_id)
-        if existing:
-            state = existing[0]
+        found = client.check_action_status(answer.request_id)
+        if found:
+            state = found[0]
     return {**_record_status(engine, schema, refund_id, state, "refund"), "recovered": answer.recovered}
 
 

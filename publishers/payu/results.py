@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,8 +35,17 @@ MAX_BODY = 256 * 1024
 PAYMENT_FIELDS = ("txnid", "status", "amount", "hash", "key", "productinfo", "firstname", "email")
 
 
+BODY_FIX = (
+    "Pass PayU's bodies exactly as received: the form POST to surl/furl or a payment webhook (form-encoded), "
+    "or a refund callback (JSON); one per line, or a JSON array."
+)
+
+
 class PayloadError(PayUError):
     """A body that is not a PayU result Tariff can accept; nothing was written."""
+
+    def __init__(self, message: str, fix: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, fix or BODY_FIX, code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +128,7 @@ def parse_body(text: str, where: str = "body", content_type: str | None = None) 
 
 
 def parse_bodies(text: str, source: str = "input") -> list[Body]:
-    """Every body in a file: a JSON object, a JSON array of objects, JSON lines, or form bodies one per line."""
+    """Every body in a file: a JSON object or array of objects, JSON lines, or form bodies one per line."""
     stripped = text.strip()
     if not stripped:
         raise PayloadError(f"{source}: no bodies", "Pass one PayU body per line.", code="bad_payload")
@@ -145,6 +155,13 @@ def parse_bodies(text: str, source: str = "input") -> list[Body]:
     return bodies
 
 
+def _decimal(text: str) -> Decimal | None:
+    try:
+        return Decimal(text.strip())
+    except InvalidOperation:
+        return None
+
+
 def check_payment_hash(body: Body, credentials: PayUCredentials) -> None:
     if body.fields.get("key") != credentials.key:
         raise PayloadError(
@@ -168,7 +185,8 @@ def _refund_row(conn: Connection, schema: str, body: Body) -> dict[str, Any]:
             sa.text(
                 f"SELECT r.id, r.request_id, r.token, p.mihpayid, p.txnid FROM {s}.refunds r "
                 f"JOIN {s}.payments p ON p.id = r.payment_id "
-                "WHERE (r.request_id = :request_id AND :request_id <> '') OR (r.token = :token AND :token <> '') "
+                "WHERE (r.request_id = :request_id AND :request_id <> '') "
+                "OR (r.token = :token AND :token <> '') "
                 "ORDER BY r.id LIMIT 1"
             ),
             {"request_id": body.fields.get("request_id", ""), "token": body.fields.get("token", "")},
@@ -217,6 +235,13 @@ def take_in(
                         f"{body.where}: PayU has no payment {f['txnid']}, though the body says success",
                         "Do not trust this body; compare with PayU's dashboard.",
                         code="not_confirmed",
+                    )
+                if tx.amount is not None and tx.amount != _decimal(f["amount"]):
+                    raise PayloadError(
+                        f"{body.where}: amount mismatch for {f['txnid']}: PayU confirms {tx.amount}, "
+                        f"the body says {f['amount']}",
+                        "Do not trust this body; compare with PayU's dashboard (tariff payu reconcile).",
+                        code="amount_mismatch",
                     )
                 status, verified = tx.status, tx.succeeded
             result = settle(

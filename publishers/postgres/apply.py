@@ -24,6 +24,7 @@ from database.connection import quote_schema
 from database.migrate import advisory_key
 from database.promo_codes import SyncResult, sync_code_batches
 from publishers.postgres.grandfather import PriceMove, affected_sql, moves_params, pin_zone
+from publishers.postgres.mandates import record_actions
 from publishers.postgres.pages import publish_pages
 from publishers.postgres.plan import PLAN_FORMAT, PLAN_KIND, Plan, checksum, make_plan, published_files
 from publishers.postgres.read import read_catalog
@@ -58,6 +59,7 @@ class ApplyResult:
     notifications: int = 0
     pages: int = 0
     codes: SyncResult = field(default_factory=SyncResult)
+    payu_actions: int = 0
 
     @property
     def applied(self) -> bool:
@@ -270,6 +272,11 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
         ),
         {"now": now, "rev": result.revision_id, "channel": _customer_channel(target)},
     ).rowcount
+    if conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {s}.mandates WHERE status = 'active')")).scalar():
+        assert result.revision_id is not None
+        result.payu_actions = record_actions(
+            conn, s, {**moves_params(moves), "now": now}, result.revision_id, _customer_channel(target)
+        )
 
 
 def _customer_channel(catalog: Catalog) -> str:

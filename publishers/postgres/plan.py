@@ -30,6 +30,7 @@ from database.connection import quote_schema
 from database.promotions import Impact as PromotionImpact
 from database.promotions import promotion_impact
 from publishers.postgres.grandfather import PriceMove, blast_radius_sql, moves_params, pin_zone
+from publishers.postgres.mandates import MandateImpact, mandate_impact
 from publishers.postgres.read import read_catalog
 
 PLAN_FORMAT = 1
@@ -69,6 +70,7 @@ class Plan:
     drift: CatalogDiff | None = None
     promotion_impact: dict[str, PromotionImpact] = field(default_factory=dict)
     desired: Catalog | None = None
+    mandates: MandateImpact | None = None
 
     @property
     def has_changes(self) -> bool:
@@ -91,6 +93,8 @@ class Plan:
             "drift": diff_to_json(self.drift) if self.drift is not None else None,
             "promotion_impact": self.promotion_impact,
         }
+        if self.mandates is not None:
+            body["payu_mandates"] = self.mandates.to_json()
         return {**body, "checksum": checksum(body)}
 
 
@@ -204,6 +208,8 @@ def make_plan(
         if promotion_ids:
             plan.promotion_impact = promotion_impact(conn, schema, promotion_ids, target)
         plan.blast = blast_radius(conn, schema, live, target, diff.changes, moment)
+        if plan.blast:
+            plan.mandates = mandates_reached(conn, schema, live, target, diff.changes, moment)
         if published_fingerprint is not None and live.fingerprint != published_fingerprint:
             plan.drift = drift(conn, schema, live, desired.settings)
     return plan
@@ -293,6 +299,28 @@ def blast_radius(
             )
         )
     return result
+
+
+def mandates_reached(
+    conn: Connection,
+    schema: str,
+    live: Catalog,
+    target: Catalog,
+    changes: tuple[Change, ...] | list[Change],
+    now: datetime,
+) -> MandateImpact | None:
+    """Subscribers on active e-mandates the price changes reach (None when nobody pays by mandate)."""
+    s = quote_schema(schema)
+    if not conn.execute(
+        sa.text(f"SELECT EXISTS (SELECT 1 FROM {s}.mandates WHERE status = 'active')")
+    ).scalar():
+        return None
+    moves = [m for m, _code in price_moves(conn, schema, live, target, changes).values()]
+    with conn.begin_nested() as scope:
+        pin_zone(conn, target.timezone)
+        impact = mandate_impact(conn, s, {**moves_params(moves), "now": now})
+        scope.rollback()
+    return impact
 
 
 def drift(conn: Connection, schema: str, live: Catalog, settings: Settings) -> CatalogDiff | None:

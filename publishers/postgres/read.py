@@ -34,6 +34,7 @@ from compiler.catalog import (
     Mandate,
     Page,
     PageDisplay,
+    PaymentRules,
     Plan,
     PlanPayU,
     PlanTokens,
@@ -133,6 +134,7 @@ def read_catalog(conn: Connection, schema: str) -> Catalog | None:
         packages=_packages(conn, s, currencies),
         models=_models(conn, s),
         token_rules=_token_rules(conn, s),
+        payment_rules=_payment_rules(conn, s),
         pools=_pools(conn, s),
         promotions=_promotions(conn, s, currencies),
         pages=_pages(conn, s),
@@ -282,6 +284,23 @@ def _token_rules(conn: Connection, s: str) -> TokenRules:
         admin_max_tokens=r["admin_max_tokens"],
         admin_default_expiry=_duration(r["admin_default_expiry"]),
         reservation_expiry=Duration.parse(r["reservation_expiry"]),
+    )
+
+
+def _payment_rules(conn: Connection, s: str) -> PaymentRules:
+    r = conn.execute(sa.text(f"SELECT * FROM {s}.payment_rules")).mappings().first()
+    if r is None:
+        return PaymentRules()
+    return PaymentRules(
+        currencies=tuple(r["currencies"]),
+        revoke_tokens_on_refund=r["revoke_tokens_on_refund"],
+        invoice_prefix=r["invoice_prefix"],
+        dunning_retries=tuple(Duration.parse(d) for d in r["dunning_retries"]),
+        dunning_grace=Duration.parse(r["dunning_grace"]),
+        dunning_channel=r["dunning_channel"],
+        dunning_status=r["dunning_status"],
+        dunning_downgrade_to=r["dunning_downgrade_to"],
+        dunning_suspend_tokens=r["dunning_suspend_tokens"],
     )
 
 

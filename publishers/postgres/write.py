@@ -494,6 +494,27 @@ def _models_and_rules(w: _Writer, catalog: Catalog) -> None:
         has_status=False,
         retirable=False,
     )
+    payments = catalog.payment_rules
+    w.upsert(
+        "payment_rules",
+        "singleton",
+        [
+            {
+                "singleton": True,
+                "currencies": list(payments.currencies),
+                "revoke_tokens_on_refund": payments.revoke_tokens_on_refund,
+                "invoice_prefix": payments.invoice_prefix,
+                "dunning_retries": [str(d) for d in payments.dunning_retries],
+                "dunning_grace": str(payments.dunning_grace),
+                "dunning_channel": payments.dunning_channel,
+                "dunning_status": payments.dunning_status,
+                "dunning_downgrade_to": payments.dunning_downgrade_to,
+                "dunning_suspend_tokens": payments.dunning_suspend_tokens,
+            }
+        ],
+        has_status=False,
+        retirable=False,
+    )
     w.upsert(
         "pool_templates",
         "id",
