@@ -134,6 +134,10 @@ def test_revenue_forecast_from_mrr_when_nothing_was_collected(cli: Any, history:
         ),
         (("anomalies", "--weeks", "3", "--min-history", "5"), "--min-history/--weeks"),
         (("anomalies", "--until", "tomorrow"), "--until: not a date: 'tomorrow'"),
+        (("anomalies", "--customer", "ghost"), "--customer 'ghost': no such customer"),
+        (("forecast", "tokens", "--model", "gpt-9"), "--model 'gpt-9': no such ai model"),
+        (("anomalies", "--format", "pdf"), "--format 'pdf' is not a report format"),
+        (("forecast", "revenue", "--format", "xlsx"), "--format xlsx writes a file"),
     ],
 )
 def test_bad_input_is_refused_with_a_fix(cli: Any, args: tuple[str, ...], message: str) -> None:
