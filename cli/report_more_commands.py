@@ -65,7 +65,10 @@ def _known(conn: Connection, schema: str, customer: str | None, model: str | Non
 
 
 def forecast(
-    subject: Annotated[Subject, typer.Argument(help="What to forecast: credits consumed or revenue.")],
+    subject: Annotated[
+        Subject,
+        typer.Argument(metavar="tokens|revenue", help="What to forecast: credits consumed or revenue."),
+    ],
     horizon: Annotated[
         str, typer.Option("--horizon", help="How far ahead: days, weeks or 30-day months (90d, 12w, 3m).")
     ] = "90d",
@@ -104,8 +107,10 @@ def forecast(
     format_: ReportFormatOption = "text",
     out: OutOption = None,
 ) -> None:
-    """Forecast daily credits or revenue with a prediction interval, and show how far off the same model
-    was on recent weeks it had not seen (rolling-origin back-test: MAE, MAPE, interval coverage).
+    """Forecast daily credits or revenue, with prediction intervals and how far to trust them.
+
+    Shows how far off the same model was on recent weeks it had not seen (rolling-origin back-test:
+    MAE, MAPE, interval coverage).
 
     Fits exponential smoothing with a damped trend and weekly seasonality on complete days (today is
     left out). Needs at least 28 days of history.
@@ -195,9 +200,10 @@ def anomalies(
     format_: ReportFormatOption = "text",
     out: OutOption = None,
 ) -> None:
-    """Unusual usage per customer, model and day: days far above the same weekday of the customer's own
-    recent weeks (median and MAD, computed in the database over the daily rollup), strongest first, each
-    explained in a sentence.
+    """Unusual usage per customer, model and day, strongest first, each explained in a sentence.
+
+    A day is unusual when it is far above the same weekday of the customer's own recent weeks (median and
+    MAD, computed in the database over the daily rollup). Thresholds: docs/reports.md.
     """
     from decimal import Decimal
 

@@ -103,10 +103,12 @@ def status(
     format_: ReportFormatOption = "text",
     out: OutOption = None,
 ) -> None:
-    """One screen of what is live and how it is doing: plans and prices per region, subscribers, trials,
-    MRR, conversion and churn this month, credits used against what the plans allocate, outstanding
-    balance, top models and customers, promotions, the last revision, pending price migrations,
-    undelivered notifications and drift.
+    """The admin dashboard: what is live and how it is doing, once or redrawn live (--watch).
+
+    Plans and prices per region, subscribers, trials, MRR, conversion and churn this month, credits used
+    against what the plans allocate, outstanding balance, top models and customers, promotions, the last
+    revision, pending price migrations, undelivered notifications and drift. Reads small tables and the
+    daily rollup only, so --watch can be left running.
     """
     if watch and (format_.strip().lower() != "text" or out is not None):
         raise CommandError(
