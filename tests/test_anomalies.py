@@ -152,3 +152,27 @@ def test_bad_window_is_refused_with_a_hint(usage: Engine) -> None:
 
     with usage.connect() as conn, pytest.raises(DBAPIError, match="is empty"):
         find_anomalies(conn, S, date(2026, 11, 15), date(2026, 11, 1))
+
+
+def test_concurrent_alert_runs_write_each_alert_once(usage: Engine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    _spike(usage, "bob", "gpt-4o", date(2026, 11, 14), 4000)
+    _spike(usage, "carol", "gpt-3.5-turbo", date(2026, 11, 15), 2000)
+    at = datetime.fromisoformat("2026-11-15T20:00:00+05:30")
+    barrier = Barrier(4)
+
+    def run(_: int) -> int:
+        with usage.begin() as conn:
+            barrier.wait()
+            return int(raise_anomaly_alerts(conn, S, at)["alerts_written"])
+
+    with ThreadPoolExecutor(4) as pool:
+        written = list(pool.map(run, range(4)))
+    assert sum(written) == 2
+    with usage.connect() as conn:
+        keys = (
+            conn.execute(sa.text(f"SELECT idempotency_key FROM {S}.notifications ORDER BY 1")).scalars().all()
+        )
+    assert keys == ["usage-anomaly:bob:gpt-4o:2026-11-14", "usage-anomaly:carol:gpt-3.5-turbo:2026-11-15"]

@@ -39,6 +39,8 @@ CREATE FUNCTION usage_anomalies(
 )
 LANGUAGE plpgsql STABLE
 SET search_path FROM CURRENT
+-- One analytical statement: JIT compilation would cost more than it saves on a busy server.
+SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN
