@@ -174,15 +174,15 @@ def _naive_tokens(engine: Engine) -> dict[str, Any]:
     """Raw usage rows into pandas, aggregated there: totals, per day, per model, hour-of-week."""
     totals: list[pd.DataFrame] = []
     with engine.connect().execution_options(stream_results=True) as conn:
-        conn.execute(sa.text(f"SET search_path = {SCHEMA}"))
         for chunk in pd.read_sql(
             sa.text(
-                "SELECT customer_id, model_id, credits, cost, input_tokens, output_tokens, created_at FROM token_usage"
+                "SELECT customer_id, model_id, credits, cost, input_tokens, output_tokens, created_at "
+                f"FROM {SCHEMA}.token_usage"
             ),
             conn,
             chunksize=CHUNK,
         ):
-            local = chunk["created_at"].dt.tz_convert("Asia/Kolkata")
+            local = pd.to_datetime(chunk["created_at"], utc=True).dt.tz_convert("Asia/Kolkata")
             chunk["day"] = local.dt.date
             chunk["how"] = local.dt.dayofweek * 24 + local.dt.hour
             totals.append(chunk.groupby(["day", "model_id", "how"])[["credits", "cost"]].sum().reset_index())
@@ -211,7 +211,8 @@ def _naive_revenue(engine: Engine) -> dict[str, Any]:
         rates = pd.read_sql(sa.text("SELECT code AS currency, usd_rate FROM currencies"), conn)
     paid = payments[payments["paid_at"].notna()].merge(rates, on="currency")
     paid["usd"] = paid["net_minor"].astype(float) / 100 / paid["usd_rate"].astype(float)
-    paid.groupby([paid["paid_at"].dt.to_period("M"), "plan_id"])["usd"].sum()
+    paid_month = pd.to_datetime(paid["paid_at"], utc=True).dt.strftime("%Y-%m")
+    paid.groupby([paid_month, "plan_id"])["usd"].sum()
     live = history[history["valid_to"].isna()].merge(rates, on="currency")
     mrr = float((live["mrr_minor"].astype(float) / 100 / live["usd_rate"].astype(float)).sum())
     return {"mrr": mrr}
@@ -238,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             token_seconds, _ = _timed("tokens", lambda: _token_report(engine))
             revenue_seconds, _ = _timed("revenue", lambda: _revenue_report(engine))
             memory = peak_rss_mb()
+            print(
+                f"token report {token_seconds:.2f} s, revenue report {revenue_seconds:.2f} s, "
+                f"peak memory {memory:.0f} MB; now the naive alternative …",
+                flush=True,
+            )
             naive_token_seconds, _ = _timed("naive tokens", lambda: _naive_tokens(engine))
             naive_revenue_seconds, _ = _timed("naive revenue", lambda: _naive_revenue(engine))
             naive_memory = peak_rss_mb()

@@ -131,3 +131,24 @@ def test_tick_step_folds_the_queue_once(ledger: Engine) -> None:
         first = refresh_usage_rollups(conn, S)
         second = refresh_usage_rollups(conn, S)
     assert first == {"usage_rollup_rows": 6} and second == {"usage_rollup_rows": 0}
+
+
+def test_a_refresh_never_takes_uncommitted_usage_and_never_counts_twice(ledger: Engine) -> None:
+    from analytics.rollups import refresh_usage_rollups
+    from tests.ledger_support import S
+
+    with ledger.begin() as conn:
+        refresh_usage_rollups(conn, S)
+    writer = ledger.connect()
+    try:
+        open_txn = writer.begin()
+        usage(writer, "a", "gpt-4o", "late", "2026-03-03 11:00", 1000, 0, 2)  # not committed yet
+        with ledger.begin() as conn:
+            assert refresh_usage_rollups(conn, S) == {"usage_rollup_rows": 0}
+        open_txn.commit()
+    finally:
+        writer.close()
+    with ledger.begin() as conn:
+        assert refresh_usage_rollups(conn, S) == {"usage_rollup_rows": 1}
+        assert refresh_usage_rollups(conn, S) == {"usage_rollup_rows": 0}
+    assert row_of(tokens(ledger, MARCH), "summary")["requests"] == 5
