@@ -69,7 +69,10 @@ def key_file() -> Path:
 
 def _secret() -> bytes | None:
     """The user's cache secret, created on first use; None when it cannot be read or made safely."""
-    path = key_file()
+    try:
+        path = key_file()
+    except (RuntimeError, KeyError):  # no home directory to keep it in
+        return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
