@@ -51,7 +51,7 @@ class Timer:
 
 
 def _compile(config: Path) -> CompileResult:
-    result = compile_config(config)
+    result = compile_config(config, cache=True)  # as `tariff plan` and `apply` do
     if not result.ok or result.catalog is None:
         problems = "\n".join(str(d) for d in result.diagnostics)
         raise SystemExit(f"the benchmark config does not validate:\n{problems}")

@@ -67,7 +67,7 @@ def validate(
     """
     from compiler.project import compile_config
 
-    result = compile_config(config)
+    result = compile_config(config, cache=True)
     diagnostics = result.diagnostics
     if format_ is OutputFormat.json:
         print_json(

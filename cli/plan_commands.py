@@ -34,7 +34,7 @@ class PlanFormat(StrEnum):
 def _compile(config: Path) -> Any:
     from compiler.project import compile_config
 
-    result = compile_config(config)
+    result = compile_config(config, cache=True)
     if not result.ok or result.catalog is None:
         print_diagnostics(stdout_console(), result.diagnostics)
         raise CommandError(

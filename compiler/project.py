@@ -18,9 +18,10 @@ from compiler.canonical import fingerprint
 from compiler.catalog import Catalog, Feature, Page, Plan, Promotion, TokenRules
 from compiler.context import BuildContext
 from compiler.diagnostics import Diagnostic, Diagnostics, Severity
+from compiler.document_cache import CheckedFile, DocumentCache
 from compiler.promotion_checks import check_promotions
 from compiler.schema_check import validate_document
-from compiler.yaml_loader import LoadedDocument, YamlLoadError, load_yaml_file
+from compiler.yaml_loader import LoadedDocument, YamlLoadError, decode_text, load_yaml_text, read_config_bytes
 
 YAML_SUFFIXES = (".yaml", ".yml")
 FOLDER_KINDS = {"plans": "plan", "promotions": "promotion", "tokens": "tokens", "content": "content"}
@@ -131,7 +132,29 @@ def _unloaded(kind: str, display: str, data: Any) -> set[str]:
     return {f"{what}:{item}" for item in items}
 
 
-def compile_config(root: Path) -> CompileResult:
+def _checked_file(kind: str, path: Path, display: str, store: DocumentCache | None) -> CheckedFile:
+    """A file read, parsed and checked against its schema, from the cache when its bytes were seen before.
+
+    Raises YamlLoadError when the file cannot be read at all (missing, too large, a symlink loop).
+    """
+    raw = read_config_bytes(path, display)
+    if store is not None and (hit := store.get(kind, display, raw)) is not None:
+        return hit
+    try:
+        document = load_yaml_text(decode_text(raw, display), display)
+    except YamlLoadError as exc:
+        checked = CheckedFile(None, (), exc.diagnostic)
+    else:
+        problems = validate_document(kind, document) if isinstance(document.data, dict) else []
+        checked = CheckedFile(document, tuple(problems))
+    if store is not None:
+        store.put(kind, display, raw, checked)
+    return checked
+
+
+def compile_config(root: Path, *, cache: bool = False) -> CompileResult:
+    """Compile the config in `root`. With `cache`, files whose bytes were checked before are not read
+    and checked again (compiler/document_cache.py); the result is the same either way."""
     root = Path(root)
     ctx = BuildContext(root)
     if not root.is_dir():
@@ -143,13 +166,20 @@ def compile_config(root: Path) -> CompileResult:
         return CompileResult(None, ctx.diagnostics)
 
     documents: dict[str, list[LoadedDocument]] = {}
+    store = DocumentCache.for_config(root) if cache else None
     for kind, path, display in discover(root, ctx.diagnostics):
         try:
-            document = load_yaml_file(path, display)
+            checked = _checked_file(kind, path, display, store)
         except YamlLoadError as exc:
             ctx.diagnostics.add(exc.diagnostic)
             ctx.unloaded |= _unloaded(kind, display, None)
             continue
+        if checked.error is not None:
+            ctx.diagnostics.add(checked.error)
+            ctx.unloaded |= _unloaded(kind, display, None)
+            continue
+        document = checked.document
+        assert document is not None
         if not isinstance(document.data, dict):
             ctx.unloaded |= _unloaded(kind, display, None)
             ctx.diagnostics.add(
@@ -162,13 +192,15 @@ def compile_config(root: Path) -> CompileResult:
                 )
             )
             continue
-        problems = validate_document(kind, document)
+        problems = checked.problems
         ctx.diagnostics.extend(problems)
         if any(p.severity is Severity.ERROR for p in problems):
             ctx.unloaded |= _unloaded(kind, display, document.data)
             continue
         documents.setdefault(kind, []).append(document)
 
+    if store is not None:
+        store.prune()
     settings_docs = documents.get("tariff", [])
     if not settings_docs:
         if not any(d.file in ("tariff.yaml", "tariff.yml") for d in ctx.diagnostics):

@@ -23,7 +23,13 @@ from compiler.diff import Impact
 from database.connection import quote_schema
 from database.migrate import advisory_key
 from database.promo_codes import SyncResult, sync_code_batches
-from publishers.postgres.grandfather import PriceMove, affected_sql, moves_params, pin_zone
+from publishers.postgres.grandfather import (
+    PriceMove,
+    affected_sql,
+    moves_params,
+    pin_zone,
+    tune_for_subscribers,
+)
 from publishers.postgres.mandates import record_actions
 from publishers.postgres.pages import publish_pages
 from publishers.postgres.plan import PLAN_FORMAT, PLAN_KIND, Plan, checksum, make_plan, published_files
@@ -210,6 +216,7 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
         return
     s = quote_schema(schema)
     pin_zone(conn, target.timezone)
+    tune_for_subscribers(conn)
     moves = [
         PriceMove(
             c.old_version,

@@ -48,6 +48,15 @@ def pin_zone(conn: Connection, zone: str) -> None:
     conn.execute(sa.text("SELECT set_config('TimeZone', :zone, true)"), {"zone": zone})
 
 
+def tune_for_subscribers(conn: Connection) -> None:
+    """Session settings for this transaction's queries over every reached subscription.
+
+    Sorting a few hundred thousand subscribers by version fits in memory with 64 MB instead of spilling to
+    disk, and the planner's cost guesses for these queries can make JIT compile for longer than they run.
+    """
+    conn.execute(sa.text("SELECT set_config('work_mem', '64MB', true), set_config('jit', 'off', true)"))
+
+
 def moves_params(moves: Sequence[PriceMove]) -> dict[str, Any]:
     return {
         "old_versions": [m.old_version for m in moves],
@@ -62,6 +71,34 @@ def moves_params(moves: Sequence[PriceMove]) -> dict[str, Any]:
     }
 
 
+def renewal_sql(period_end: str, every: str, unit: str, not_before: str) -> str:
+    """SQL for the first renewal `period_end + g × cycle` (g ≥ 0) that falls on or after `not_before`.
+
+    Computed, not searched: in the session's time zone, the renewal g cycles after `period_end` lands in the
+    calendar month (for day cycles: on the date) g × every months (days) after `period_end`'s, whatever the
+    month-end clamping (31 Jan + 1 month = 28 Feb) does to its day. So a g with g × every smaller than the
+    months (days) from `period_end` to `not_before` is too early, a larger one is late enough, and the
+    answer is the smallest g ≥ 0 with g × every ≥ that distance, or the one after it when that renewal
+    lands in `not_before`'s own month (day) but before it. The arguments are SQL expressions.
+    """
+    step = (
+        f"CASE WHEN {unit} = 'month' THEN make_interval(months => {every}) "
+        f"ELSE make_interval(days => {every}) END"
+    )
+    elapsed = (
+        f"CASE WHEN {unit} = 'month' THEN "
+        f"CAST((extract(year FROM {not_before}) - extract(year FROM {period_end})) * 12 "
+        f"+ extract(month FROM {not_before}) - extract(month FROM {period_end}) AS integer) "
+        f"ELSE CAST({not_before} AS date) - CAST({period_end} AS date) END"
+    )
+    # Integer division truncates towards zero; under greatest(0, …) this is ceil(elapsed / every).
+    first = f"greatest(0, ({elapsed} + {every} - 1) / {every})"
+    return (
+        f"{period_end} + ({first} + "
+        f"CASE WHEN {period_end} + {first} * {step} >= {not_before} THEN 0 ELSE 1 END) * {step}"
+    )
+
+
 def affected_sql(s: str) -> str:
     """SELECT one row per reached subscription with its direction, rule, effective and notice dates.
 
@@ -69,7 +106,8 @@ def affected_sql(s: str) -> str:
     """
     return f"""
 WITH moves AS (
-    SELECT * FROM unnest(
+    -- One move per closed version, so a subscription paying it is reached once.
+    SELECT DISTINCT ON (old_version) * FROM unnest(
         CAST(:old_versions AS bigint[]), CAST(:new_versions AS bigint[]), CAST(:new_minors AS bigint[]),
         CAST(:inc_policy AS text[]), CAST(:inc_duration AS text[]), CAST(:inc_notice AS int[]),
         CAST(:dec_policy AS text[]), CAST(:dec_duration AS text[]), CAST(:dec_notice AS int[])
@@ -77,30 +115,40 @@ WITH moves AS (
            dec_policy, dec_duration, dec_notice)
 ),
 reached AS (
-    SELECT DISTINCT ON (sub.id) sub.id AS subscription_id, sub.customer_id, sub.plan_id, sub.cycle,
-           sub.currency, sub.price_version_id AS from_version, sub.current_period_end, m.*
+    SELECT sub.id AS subscription_id, sub.customer_id, sub.plan_id, sub.cycle, sub.currency,
+           sub.price_version_id AS from_version, sub.current_period_end, m.old_version
       FROM moves m
       JOIN {s}.subscriptions sub ON sub.price_version_id = m.old_version
      WHERE sub.status IN ('trialing', 'active', 'past_due')
     UNION ALL
     SELECT DISTINCT ON (sub.id) sub.id, sub.customer_id, sub.plan_id, sub.cycle, sub.currency,
-           sub.price_version_id, sub.current_period_end, m.*
+           sub.price_version_id, sub.current_period_end, m.old_version
+      FROM moves m
+      JOIN {s}.price_migrations pm ON pm.to_version = m.old_version AND pm.status = 'scheduled'
+      JOIN {s}.subscriptions sub ON sub.id = pm.subscription_id
+     WHERE sub.status IN ('trialing', 'active', 'past_due') AND sub.price_version_id <> m.old_version
+),
+-- Everything that depends only on the move and the version a subscriber pays, computed once per pair
+-- rather than once per subscriber: those who pay the closed version, and those headed for it.
+pairs AS (
+    SELECT old_version, old_version AS from_version FROM moves
+    UNION
+    SELECT m.old_version, sub.price_version_id
       FROM moves m
       JOIN {s}.price_migrations pm ON pm.to_version = m.old_version AND pm.status = 'scheduled'
       JOIN {s}.subscriptions sub ON sub.id = pm.subscription_id
      WHERE sub.status IN ('trialing', 'active', 'past_due') AND sub.price_version_id <> m.old_version
 ),
 ruled AS (
-    SELECT r.*, pv.amount_minor AS from_minor,
-           CASE WHEN r.new_minor > pv.amount_minor THEN 'increase'
-                WHEN r.new_minor < pv.amount_minor THEN 'decrease' ELSE 'same' END AS direction,
+    SELECT m.*, p.from_version, pv.amount_minor AS from_minor,
+           CASE WHEN m.new_minor > pv.amount_minor THEN 'increase'
+                WHEN m.new_minor < pv.amount_minor THEN 'decrease' ELSE 'same' END AS direction,
            bc.every, bc.unit,
-           CASE WHEN bc.unit = 'month' THEN make_interval(months => bc.every)
-                ELSE make_interval(days => bc.every) END AS cycle_interval,
            CASE WHEN bc.unit = 'month' THEN bc.every::numeric ELSE bc.every / 30.4375 END AS cycle_months
-      FROM reached r
-      JOIN {s}.price_versions pv ON pv.id = r.from_version
-      JOIN {s}.billing_cycles bc ON bc.id = r.cycle
+      FROM pairs p
+      JOIN moves m ON m.old_version = p.old_version
+      JOIN {s}.price_versions pv ON pv.id = p.from_version
+      JOIN {s}.billing_cycles bc ON bc.id = pv.cycle
 ),
 chosen AS (
     SELECT ru.*,
@@ -112,7 +160,7 @@ chosen AS (
                AS notice_days
       FROM ruled ru
 ),
-timed AS (
+rules AS MATERIALIZED (
     SELECT c.*,
            -- Whole days: a renewal on the anniversary counts, whatever its time of day.
            date_trunc('day', CAST(:now AS timestamptz)) + greatest(
@@ -121,21 +169,16 @@ timed AS (
            ) AS not_before
       FROM chosen c
 )
-SELECT t.subscription_id, t.customer_id, t.plan_id, t.cycle, t.currency, t.from_version, t.old_version,
-       t.new_version, t.from_minor, t.new_minor, t.direction, t.policy, t.cycle_months,
+SELECT r.subscription_id, r.customer_id, r.plan_id, r.cycle, r.currency, r.from_version, u.old_version,
+       u.new_version, u.from_minor, u.new_minor, u.direction, u.policy, u.cycle_months,
        CASE
-         WHEN t.direction = 'same' OR t.policy = 'keep_forever' THEN NULL
-         WHEN t.policy = 'migrate_now' THEN CAST(:now AS timestamptz)
-         ELSE (SELECT min(t.current_period_end + g * t.cycle_interval)
-                 FROM generate_series(
-                        greatest(0, floor(extract(epoch FROM (t.not_before - t.current_period_end))
-                                          / extract(epoch FROM t.cycle_interval))::int - 1),
-                        greatest(0, ceil(extract(epoch FROM (t.not_before - t.current_period_end))
-                                         / extract(epoch FROM t.cycle_interval))::int + 1)) AS g
-                WHERE t.current_period_end + g * t.cycle_interval >= t.not_before)
+         WHEN u.direction = 'same' OR u.policy = 'keep_forever' THEN NULL
+         WHEN u.policy = 'migrate_now' THEN CAST(:now AS timestamptz)
+         ELSE {renewal_sql("r.current_period_end", "u.every", "u.unit", "u.not_before")}
        END AS effective_at,
-       t.notice_days
-  FROM timed t
+       u.notice_days
+  FROM reached r
+  JOIN rules u ON u.old_version = r.old_version AND u.from_version = r.from_version
 """
 
 

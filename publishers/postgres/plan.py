@@ -29,7 +29,13 @@ from compiler.project import compile_config
 from database.connection import quote_schema
 from database.promotions import Impact as PromotionImpact
 from database.promotions import promotion_impact
-from publishers.postgres.grandfather import PriceMove, blast_radius_sql, moves_params, pin_zone
+from publishers.postgres.grandfather import (
+    PriceMove,
+    blast_radius_sql,
+    moves_params,
+    pin_zone,
+    tune_for_subscribers,
+)
 from publishers.postgres.mandates import MandateImpact, mandate_impact
 from publishers.postgres.read import read_catalog
 
@@ -267,11 +273,12 @@ def blast_radius(
     ordered = list(moves.items())
     with conn.begin_nested() as scope:
         pin_zone(conn, target.timezone)
+        tune_for_subscribers(conn)
         fetched = conn.execute(
             sa.text(blast_radius_sql(quote_schema(schema))),
             {**moves_params([m for _, (m, _c) in ordered]), "now": now},
         ).all()
-        scope.rollback()  # undoes the TimeZone setting: the caller's session is left as it was
+        scope.rollback()  # undoes the settings: the caller's session is left as it was
     rows = {r.old_version: r for r in fetched}
     result = []
     for key, (move, code) in ordered:
