@@ -141,7 +141,7 @@ def prepare(engine: Engine) -> None:
         conn.execute(
             sa.text(
                 f"SELECT {SCHEMA}.grant_tokens(id, :amount, 'package', p_reason => 'bench', "
-                "p_actor => 'bench', p_at => :at) FROM {SCHEMA}.customers ORDER BY id"
+                f"p_actor => 'bench', p_at => :at) FROM {SCHEMA}.customers ORDER BY id"
             ),
             {"amount": GRANT, "at": PUBLISHED_AT},
         )
@@ -197,7 +197,7 @@ def _client_process(
                 started = time.perf_counter()
                 if started >= deadline[0]:
                     break
-                if step == "floor":
+                if step.startswith("floor"):
                     key = ACCOUNTS if hot else rng.randrange(ACCOUNTS)
                     conn.execute(FLOOR_SQL, (key,), prepare=True).fetchone()
                 else:
