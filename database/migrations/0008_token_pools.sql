@@ -264,6 +264,8 @@ DECLARE
     v_expires    timestamptz;
     v_result     jsonb;
     v_attempt    integer := 0;
+    v_first      bigint;
+    v_first_left bigint;
 BEGIN
     IF p_request_id IS NULL OR p_request_id !~ '^\S{1,255}$' THEN
         RAISE EXCEPTION 'invalid request id %', coalesce('"' || p_request_id || '"', 'NULL')
@@ -287,16 +289,49 @@ BEGIN
     SELECT * INTO v_rules FROM token_rules;
     v_tz := coalesce(v_rules.timezone, 'UTC');
     v_local := p_at AT TIME ZONE v_tz;
-    v_limits := token_limits(p_customer, p_at);
+    -- The hot path calls no helper functions with a SET clause: each such call costs tens of microseconds
+    -- (search_path is switched and restored), so token_limits() and the small helpers are inlined here.
+    WITH plan AS (
+        SELECT p.* FROM subscriptions s JOIN plans p ON p.id = s.plan_id
+         WHERE s.customer_id = p_customer AND s.status IN ('trialing', 'active', 'past_due')
+           AND s.current_period_start <= p_at
+         ORDER BY s.current_period_start DESC, s.id
+         LIMIT 1
+    ), override AS (
+        SELECT * FROM token_limit_overrides WHERE customer_id = p_customer AND created_at <= p_at
+         ORDER BY id DESC LIMIT 1
+    )
+    SELECT jsonb_build_object(
+        'plan', (SELECT id FROM plan),
+        'per_request', coalesce((SELECT per_request FROM override), (SELECT limit_per_request FROM plan)),
+        'daily', coalesce((SELECT daily FROM override), (SELECT limit_daily FROM plan)),
+        'monthly', coalesce((SELECT monthly FROM override), (SELECT limit_monthly FROM plan)),
+        'requests_per_minute', (SELECT throttle_requests_per_minute FROM plan),
+        'credits_per_minute', (SELECT throttle_tokens_per_minute FROM plan),
+        'overridden', EXISTS (SELECT 1 FROM override))
+      INTO v_limits;
     v_credits := model_credits(v_model, p_input, p_output);
 
     -- Lock the account, and the pool's with it for a member (id order). Membership only changes under both
     -- locks, so it is read again once they are held; a change in between (rare) means locking again.
     LOOP
-        SELECT c.pool_id, c.pool_account, c.daily, c.monthly INTO v_pool, v_pool_acct, v_cap_day, v_cap_month
-          FROM pool_member_caps(p_customer) c;
+        SELECT m.pool_id, p.account_id, coalesce(m.daily, t.member_daily), coalesce(m.monthly, t.member_monthly)
+          INTO v_pool, v_pool_acct, v_cap_day, v_cap_month
+          FROM token_pool_members m JOIN token_pools p ON p.id = m.pool_id
+          JOIN pool_templates t ON t.id = p.template_id
+         WHERE m.customer_id = p_customer;
+        IF v_attempt = 0 THEN
+            -- Queue for the account (a pool's members for the pool) on an advisory lock first. Waiters for a
+            -- row lock all wake when it is released and race for it again, which on a hot account costs more
+            -- than the work; the lock manager hands an advisory lock to the next waiter in line. It is only
+            -- a queue in front of the row locks, which remain what guarantees correctness.
+            PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(coalesce('pool:' || v_pool, p_customer)));
+        END IF;
         IF v_pool_acct IS NULL THEN
-            v_account := lock_token_account(p_customer);
+            SELECT * INTO v_account FROM token_accounts WHERE customer_id = p_customer FOR UPDATE;
+            IF NOT FOUND THEN
+                v_account := lock_token_account(p_customer);  -- creates it (or says the customer is unknown)
+            END IF;
         ELSE
             -- A new account is invisible to others until commit, so creating it first inverts no lock order.
             PERFORM 1 FROM token_accounts WHERE customer_id = p_customer;
@@ -310,8 +345,11 @@ BEGIN
         IF v_pool_acct IS NULL THEN
             v_check_pool := (SELECT m.pool_id FROM token_pool_members m WHERE m.customer_id = p_customer);
         ELSE
-            SELECT c.pool_id, c.daily, c.monthly INTO v_check_pool, v_cap_day, v_cap_month
-              FROM pool_member_caps(p_customer) c;
+            SELECT m.pool_id, coalesce(m.daily, t.member_daily), coalesce(m.monthly, t.member_monthly)
+              INTO v_check_pool, v_cap_day, v_cap_month
+              FROM token_pool_members m JOIN token_pools p ON p.id = m.pool_id
+              JOIN pool_templates t ON t.id = p.template_id
+             WHERE m.customer_id = p_customer;
         END IF;
         EXIT WHEN v_check_pool IS NOT DISTINCT FROM v_pool;
         v_attempt := v_attempt + 1;
@@ -331,7 +369,9 @@ BEGIN
         RETURN v_previous.result || jsonb_build_object('replayed', true);
     END IF;
 
-    IF expire_reservations(v_account.id, p_at) > 0 THEN
+    IF EXISTS (SELECT 1 FROM token_requests
+                WHERE account_id = v_account.id AND status = 'open' AND expires_at <= p_at)
+       AND expire_reservations(v_account.id, p_at) > 0 THEN
         SELECT * INTO v_account FROM token_accounts WHERE id = v_account.id;
     END IF;
 
@@ -396,10 +436,13 @@ BEGIN
                             tz_label(v_tz, v_mon_reset));
     END IF;
 
-    -- Usable credits of the account and of its pool in one scan.
+    -- Usable credits of the account and of its pool in one scan, and the grant drawn first.
     SELECT coalesce(sum(remaining) FILTER (WHERE account_id = v_account.id), 0),
-           coalesce(sum(remaining) FILTER (WHERE account_id = v_pool_acct), 0)
-      INTO v_own, v_pooled
+           coalesce(sum(remaining) FILTER (WHERE account_id = v_pool_acct), 0),
+           (array_agg(id ORDER BY account_id <> v_account.id, priority, expires_at NULLS LAST, created_at, id))[1],
+           (array_agg(remaining ORDER BY account_id <> v_account.id, priority, expires_at NULLS LAST, created_at,
+                      id))[1]
+      INTO v_own, v_pooled, v_first, v_first_left
       FROM token_grants
      WHERE account_id IN (v_account.id, v_pool_acct) AND remaining > 0 AND starts_at <= p_at
        AND (expires_at IS NULL OR expires_at > p_at);
@@ -431,7 +474,13 @@ BEGIN
 
     v_balance := v_account.balance;
     IF v_reason IS NULL THEN
-        v_draws := draw_member_credits(v_account.id, v_pool_acct, v_credits, p_at);
+        IF v_first_left >= v_credits AND v_credits > 0 THEN
+            -- The usual case: the first grant in draw order covers the request (no running sum needed).
+            UPDATE token_grants SET remaining = remaining - v_credits WHERE id = v_first;
+            v_draws := jsonb_build_array(jsonb_build_object('grant_id', v_first, 'amount', v_credits));
+        ELSE
+            v_draws := draw_member_credits(v_account.id, v_pool_acct, v_credits, p_at);
+        END IF;
         v_balance := v_account.balance - (v_credits - v_from_pool);
         v_own := v_own - (v_credits - v_from_pool);
         v_pooled := v_pooled - v_from_pool;
@@ -500,8 +549,28 @@ BEGIN
               FROM pool;
         END IF;
         IF p_kind = 'consume' THEN
-            PERFORM record_usage(p_customer, v_model, p_request_id, p_request_type, p_input, p_output,
-                                 v_credits, v_tz, p_at);
+            -- record_usage(), inlined.
+            WITH cost AS (
+                SELECT trim_scale(p_input::numeric / 1000 * v_model.cost_per_1k_input
+                                  + p_output::numeric / 1000 * v_model.cost_per_1k_output) AS amount
+            ), usage AS (
+                INSERT INTO token_usage (customer_id, model_id, request_id, request_type, input_tokens,
+                                         output_tokens, credits, cost, cost_currency, created_at)
+                SELECT p_customer, v_model.id, p_request_id, p_request_type, p_input, p_output, v_credits, amount,
+                       v_model.cost_currency, p_at
+                  FROM cost
+            )
+            INSERT INTO token_usage_daily AS d (day, customer_id, model_id, request_type, requests, input_tokens,
+                                                output_tokens, credits, cost, cost_currency)
+            SELECT v_local::date, p_customer, v_model.id, p_request_type, 1, p_input, p_output, v_credits,
+                   amount, v_model.cost_currency
+              FROM cost
+            ON CONFLICT (customer_id, day, model_id, request_type) DO UPDATE
+               SET requests = d.requests + 1,
+                   input_tokens = d.input_tokens + EXCLUDED.input_tokens,
+                   output_tokens = d.output_tokens + EXCLUDED.output_tokens,
+                   credits = d.credits + EXCLUDED.credits,
+                   cost = d.cost + EXCLUDED.cost;
         END IF;
     END IF;
     INSERT INTO token_requests (request_id, account_id, customer_id, kind, model_id, request_type, allowed, reason,
