@@ -15,11 +15,14 @@
 -- two locks, so a request sees a membership that cannot change under it.
 --
 -- Admission speed: admit_tokens is rewritten as one PL/pgSQL body with about half the statements of the
--- first version: the reads that need no lock (model, rules, limits, membership) happen before the account
--- lock, the limit usage is one statement, usable credits and the draw scan hit a non-partial index so that
--- drawing a grant is a HOT update (no new index entries per draw, no dead-tuple pile-up under the partial
--- index on a hot account), and the writes are two statements. Tables updated on every request get a
--- fillfactor that leaves room on the page for those HOT updates.
+-- first version and no calls to helpers that carry a SET clause (each such call switches and restores
+-- search_path: tens of microseconds; token_limits, the account lock, the membership read and the usage
+-- record are inlined). The reads that need no lock (model, rules, limits, membership) happen before the
+-- account lock; the limit usage is one statement; one scan finds the usable credits and the grant drawn
+-- first, and when that grant covers the request (the usual case) the draw is a single-row UPDATE. The draw
+-- index is no longer partial on `remaining > 0`, so drawing is a HOT update (no new index entries per draw,
+-- no dead entries piling up under a hot account), and the tables updated on every request get a fillfactor
+-- that leaves room on the page for those HOT updates.
 
 -- ------------------------------------------------------------------------------------------- storage
 
@@ -320,13 +323,6 @@ BEGIN
           FROM token_pool_members m JOIN token_pools p ON p.id = m.pool_id
           JOIN pool_templates t ON t.id = p.template_id
          WHERE m.customer_id = p_customer;
-        IF v_attempt = 0 THEN
-            -- Queue for the account (a pool's members for the pool) on an advisory lock first. Waiters for a
-            -- row lock all wake when it is released and race for it again, which on a hot account costs more
-            -- than the work; the lock manager hands an advisory lock to the next waiter in line. It is only
-            -- a queue in front of the row locks, which remain what guarantees correctness.
-            PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(coalesce('pool:' || v_pool, p_customer)));
-        END IF;
         IF v_pool_acct IS NULL THEN
             SELECT * INTO v_account FROM token_accounts WHERE customer_id = p_customer FOR UPDATE;
             IF NOT FOUND THEN
