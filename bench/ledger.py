@@ -19,6 +19,10 @@ Each call is its own transaction (autocommit), with a prepared statement, at the
 synchronous_commit (reported). The floor is the cheapest durable write of one row: what one admission can
 never beat; `overhead` is floor rate / consume rate.
 
+Then the server's own work per call, without commits, clients or scheduling: the same UPDATE and consume()
+in a PL/pgSQL loop inside one transaction (rolled back); on a busy machine this ratio is steadier than the
+rates.
+
 Checked afterwards: every consume was admitted; each account's balance = its grants − its accepted
 consumption, and every request id was charged once.
 
@@ -309,6 +313,43 @@ def measure(url: str, clients: int, processes: int, seconds: float) -> tuple[lis
     return rows, runs
 
 
+def server_work(url: str, calls: int) -> list[Row]:
+    """Server time per call without commits, clients or scheduling: `calls` calls in one PL/pgSQL loop in
+    one transaction (rolled back), the best of three. The ratio is the admission's own overhead."""
+    loops = {
+        "floor": f"FOR i IN 1..{calls} LOOP UPDATE public.bench_floor SET n = n + 1 "
+        f"WHERE id = i % {ACCOUNTS} RETURNING n INTO v; END LOOP;",
+        "consume": f"FOR i IN 1..{calls} LOOP PERFORM {SCHEMA}.consume('b-' || (i % {ACCOUNTS} + 1), "
+        "'gpt-4o', 500, 0, 'work-' || i); END LOOP;",
+    }
+    best: dict[str, float] = {}
+    with psycopg.connect(libpq(url)) as conn:
+        for _ in range(3):
+            for name, body in loops.items():
+                started = time.perf_counter()
+                conn.execute(f"DO $$ DECLARE v bigint; BEGIN {body} END $$")
+                best[name] = min(best.get(name, float("inf")), (time.perf_counter() - started) / calls * 1e6)
+                conn.rollback()
+    return [
+        Row(
+            "server work per UPDATE (no commit)",
+            best["floor"],
+            "µs",
+            "-",
+            None,
+            f"best of 3 × {calls:,} calls",
+        ),
+        Row(
+            "server work per consume (no commit)",
+            best["consume"],
+            "µs",
+            "-",
+            None,
+            f"×{best['consume'] / best['floor']:.1f} the UPDATE; 1,000 accounts",
+        ),
+    ]
+
+
 def verify(engine: Engine, runs: dict[str, Measured]) -> None:
     refused = runs["consume spread"].refused + runs["consume hot"].refused
     check(refused == 0, f"{refused} consume calls were refused")
@@ -403,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                 measured, runs = measure(url, args.clients, args.processes, seconds)
                 rows.extend(measured)
                 verify(engine, runs)
+                rows.extend(server_work(url, 500 if args.quick else 2000))
             finally:
                 engine.dispose()
     except CheckFailedError as exc:
