@@ -253,6 +253,80 @@ def test_concurrent_members_never_overspend_the_pool_nor_their_caps(db: Engine) 
     assert pool_balance < 5 or all(by_member[f"m{n}"] > 195 for n in range(1, 9))
 
 
+def test_reservations_grants_and_tick_race_pool_members_without_deadlock(db: Engine) -> None:
+    """Members reserve and commit (locking member and pool through the reservation) while others consume,
+    the pool gets grants and tick runs: locks are always taken in account-id order, so nothing deadlocks,
+    and afterwards no reservation is left open and no member passed a cap."""
+    team(db, members=9, credits=600)
+    threads = 32
+    racer = sa.create_engine(db.url, poolclass=NullPool)
+    barrier = threading.Barrier(threads + 2)
+    errors: list[BaseException] = []
+    charged: list[int] = []
+    lock = threading.Lock()
+
+    def member(n: int) -> None:
+        try:
+            barrier.wait()
+            who = f"m{n % 9}"
+            for i in range(6):
+                with racer.begin() as conn:
+                    if i % 2:
+                        done = ledger.consume(conn, S, who, "gpt-4o", 4 * 500, 0, f"c{n}-{i}", at=T0)
+                        credits = done.credits if done.allowed else 0
+                    else:
+                        held = ledger.reserve(conn, S, who, "gpt-4o", 4 * 500, 0, f"r{n}-{i}", at=T0)
+                        credits = 0
+                        if held.allowed:
+                            credits = int(ledger.commit(conn, S, f"r{n}-{i}", 3 * 500, 0, at=T0)["charged"])
+                with lock:
+                    charged.append(credits)
+        except BaseException as exc:  # collected, then re-raised by the test thread
+            errors.append(exc)
+
+    def admin() -> None:
+        try:
+            barrier.wait()
+            for i in range(5):
+                with racer.begin() as conn:
+                    pools.grant_pool(conn, S, "acme", 20, reason="top-up", reference=f"top-{i}", at=T0)
+                with racer.begin() as conn:
+                    ledger.tick(conn, S, at=T0)
+        except BaseException as exc:  # collected, then re-raised by the test thread
+            errors.append(exc)
+
+    def clock() -> None:
+        try:
+            barrier.wait()
+            for _ in range(5):
+                with racer.begin() as conn:
+                    ledger.tick(conn, S, at=T0 + timedelta(seconds=1))
+        except BaseException as exc:  # collected, then re-raised by the test thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=member, args=(n,)) for n in range(threads)]
+    workers += [threading.Thread(target=admin), threading.Thread(target=clock)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    racer.dispose()
+    assert not errors, errors[0]
+    with db.connect() as conn:
+        open_ = conn.execute(
+            sa.text(f"SELECT count(*) FROM {S}.token_requests WHERE status = 'open'")
+        ).scalar_one()
+        used = conn.execute(sa.text(f"SELECT max(credits), sum(credits) FROM {S}.token_pool_usage")).one()
+        pool_balance = conn.execute(
+            sa.text(
+                f"SELECT a.balance FROM {S}.token_accounts a JOIN {S}.token_pools p ON p.account_id = a.id"
+            )
+        ).scalar_one()
+        usage = conn.execute(sa.text(f"SELECT sum(credits) FROM {S}.token_usage")).scalar_one()
+    assert open_ == 0 and used[0] <= 200
+    assert pool_balance == 600 + 5 * 20 - used[1] and usage == sum(charged)
+
+
 # ------------------------------------------------------------------------------------------- CLI
 
 
