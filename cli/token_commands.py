@@ -1,4 +1,5 @@
-"""`tariff tokens`: admin operations on customers' AI-credit accounts — show, grant, revoke, set-limit, boost.
+"""`tariff tokens`: admin operations on customers' AI-credit accounts (show, grant, revoke, set-limit,
+boost) and on shared pools (`tariff tokens pool create|add|remove|grant|show`).
 
 Every change goes through the same SQL functions the app calls (database/ledger.py), so the CLI cannot
 bypass the ledger's locks, caps or audit trail; each is recorded with the actor (TARIFF_ACTOR, else git's
@@ -37,6 +38,18 @@ CustomerArgument = Annotated[
 ]
 AmountArgument = Annotated[
     int, typer.Argument(metavar="AMOUNT", min=1, help="Credits (a whole number).", show_default=False)
+]
+ActorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        help="Who makes the change, for the audit trail. Default: TARIFF_ACTOR, else git's user, else the "
+        "login name.",
+        show_default=False,
+    ),
+]
+PoolArgument = Annotated[
+    str, typer.Argument(metavar="POOL", help="The pool's id, e.g. acme-team.", show_default=False)
 ]
 ReasonOption = Annotated[
     str, typer.Option("--reason", "-r", help="Why (kept in the ledger's audit trail).", show_default=False)
@@ -85,9 +98,15 @@ def _timezone(db: Transaction) -> str:
     return str(zone)
 
 
-def _actor(config: Path) -> str:
+def _actor(config: Path, given: str | None = None) -> str:
     from cli.revision_context import actor
 
+    if given is not None:
+        if not given.strip():
+            raise CommandError(
+                "--actor must not be empty", fix="name who makes the change, e.g. --actor asha"
+            )
+        return given.strip()
     return actor(config)
 
 
@@ -285,6 +304,16 @@ def _limits_text(limits: Mapping[str, Any]) -> str:
     return ", ".join(parts) + (" (overridden)" if limits.get("overridden") else "")
 
 
+def _membership_text(pool: Mapping[str, Any] | None) -> str:
+    if not pool:
+        return "—"
+    caps = ", ".join(
+        f"{label} {pool[key] if pool.get(key) is not None else 'no cap'} ({pool[used]} used)"
+        for key, used, label in (("daily", "daily_used", "daily"), ("monthly", "monthly_used", "monthly"))
+    )
+    return f"{pool['pool']} ({pool['role']}; {pool['pool_usable']} credits usable in the pool; {caps})"
+
+
 def _print_summary(console: Console, summary: Mapping[str, Any]) -> None:
     timezone = str(summary["timezone"])
     limits = summary["limits"]
@@ -297,6 +326,7 @@ def _print_summary(console: Console, summary: Mapping[str, Any]) -> None:
         ("plan", limits.get("plan") or "—"),
         ("balance", f"{summary['balance']} credits ({summary['usable']} usable now)"),
         ("limits", _limits_text(limits)),
+        ("pool", _membership_text(summary.get("pool"))),
         ("today", f"{today['credits']} credits in {today['requests']} requests"),
         ("this month", f"{month['credits']} credits in {month['requests']} requests"),
     ):
@@ -331,3 +361,248 @@ def _print_summary(console: Console, summary: Mapping[str, Any]) -> None:
             escape(e.get("reason") or "—"),
         )
     console.print(entries)
+
+
+# ------------------------------------------------------------------------------------------- pools
+
+pool_app = typer.Typer(
+    help="Shared credit pools: a team's credits, drawn after each member's own, within per-member caps.",
+    no_args_is_help=True,
+)
+tokens_app.add_typer(pool_app, name="pool")
+
+
+@pool_app.command("create")
+def pool_create(
+    pool: PoolArgument,
+    owner: Annotated[str, typer.Option("--owner", help="The customer who owns the pool (its first member).")],
+    reason: ReasonOption,
+    template: Annotated[
+        str, typer.Option("--template", "-t", help="Pool template id from pricing/tokens/ `pools:`.")
+    ] = "team",
+    name: Annotated[
+        str | None, typer.Option("--name", help="Display name (default: the template's).", show_default=False)
+    ] = None,
+    actor: ActorOption = None,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Create a pool from a template for an owner on one of the template's plans (audited)."""
+    from database.pools import create_pool
+
+    why = _reason(reason)
+    with database(config, env, database_url) as db:
+        row = create_pool(
+            db.conn, db.schema, pool, template, owner, reason=why, actor=_actor(config, actor), name=name
+        )
+    if format_ is OutputFormat.json:
+        print_json(row)
+        return
+    verb = "already exists" if row.get("replayed") else "created"
+    stdout_console().print(
+        f"[green]✓[/green] pool {escape(pool)} {verb}: template {escape(str(row['template']))}, owner "
+        f"{escape(owner)}, up to {row['max_members']} members"
+    )
+
+
+@pool_app.command("add")
+def pool_add(
+    pool: PoolArgument,
+    customer: CustomerArgument,
+    reason: ReasonOption,
+    daily: Annotated[
+        int | None,
+        typer.Option("--daily", min=0, help="Credits per day from the pool (≤ the template's; default it)."),
+    ] = None,
+    monthly: Annotated[
+        int | None,
+        typer.Option(
+            "--monthly", min=0, help="Credits per month from the pool (≤ the template's; default it)."
+        ),
+    ] = None,
+    actor: ActorOption = None,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Add a member (or change a member's caps), within the template's max_members and member limits."""
+    from database.pools import add_member
+
+    why = _reason(reason)
+    with database(config, env, database_url) as db:
+        row = add_member(
+            db.conn,
+            db.schema,
+            pool,
+            customer,
+            reason=why,
+            actor=_actor(config, actor),
+            daily=daily,
+            monthly=monthly,
+        )
+    if format_ is OutputFormat.json:
+        print_json(row)
+        return
+    member = next(m for m in row["members"] if m["customer"] == customer)
+    stdout_console().print(
+        f"[green]✓[/green] {escape(customer)} in pool {escape(pool)}: daily {_cap(member['daily'])}, "
+        f"monthly {_cap(member['monthly'])}; {len(row['members'])} of {row['max_members']} members"
+    )
+
+
+@pool_app.command("remove")
+def pool_remove(
+    pool: PoolArgument,
+    customer: CustomerArgument,
+    reason: ReasonOption,
+    actor: ActorOption = None,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Remove a member (not the owner); their open reservations still settle against the pool."""
+    from database.pools import remove_member
+
+    why = _reason(reason)
+    with database(config, env, database_url) as db:
+        row = remove_member(db.conn, db.schema, pool, customer, reason=why, actor=_actor(config, actor))
+    if format_ is OutputFormat.json:
+        print_json(row)
+        return
+    stdout_console().print(
+        f"[green]✓[/green] {escape(customer)} removed from pool {escape(pool)}; "
+        f"{len(row['members'])} of {row['max_members']} members"
+    )
+
+
+@pool_app.command("grant")
+def pool_grant(
+    pool: PoolArgument,
+    amount: AmountArgument,
+    reason: ReasonOption,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires",
+            help="When the credits lapse: a duration (30d), a date (valid through it) or a date and time, "
+            "in the token rules' time zone. Default: never.",
+            show_default=False,
+        ),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference", help="Ticket, payment or idempotency key: the same reference grants once."
+        ),
+    ] = None,
+    actor: ActorOption = None,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Grant credits to a pool (an audited admin grant)."""
+    from database.pools import grant_pool
+
+    why = _reason(reason)
+    with database(config, env, database_url) as db:
+        row = grant_pool(
+            db.conn,
+            db.schema,
+            pool,
+            amount,
+            expires_at=_expiry(expires, _timezone(db)),
+            reason=why,
+            actor=_actor(config, actor),
+            reference=reference,
+        )
+    if format_ is OutputFormat.json:
+        print_json(row)
+        return
+    verb = "was already granted" if row.get("replayed") else "granted"
+    stdout_console().print(
+        f"[green]✓[/green] {amount} credits {verb} to pool {escape(pool)}; balance {row['balance']}"
+    )
+
+
+@pool_app.command("show")
+def pool_show(
+    pool: PoolArgument,
+    entries: Annotated[
+        int, typer.Option("--entries", "-n", min=0, help="Recent ledger entries and events to show.")
+    ] = 10,
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Pool balance, members with their caps and use today and this month, grants, entries and changes."""
+    from database.pools import pool_summary
+
+    with database(config, env, database_url) as db:
+        summary = pool_summary(db.conn, db.schema, pool, entries=entries)
+    if format_ is OutputFormat.json:
+        print_json(summary)
+        return
+    _print_pool(stdout_console(), summary)
+
+
+def _cap(value: Any) -> str:
+    return "no cap" if value is None else str(value)
+
+
+def _print_pool(console: Console, summary: Mapping[str, Any]) -> None:
+    timezone = str(summary["timezone"])
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    for label, value in (
+        ("pool", f"{summary['pool']} ({summary.get('name') or '—'})"),
+        ("template", summary["template"]),
+        ("owner", summary["owner"]),
+        ("balance", f"{summary['balance']} credits ({summary['usable']} usable now)"),
+        ("members", f"{len(summary['members'])} of {summary['max_members']}"),
+    ):
+        head.add_row(label, escape(str(value)))
+    console.print(head)
+    members = Table(title="members (caps on credits from the pool)", caption=f"days in {timezone}")
+    for name in ("customer", "role", "daily", "used today", "monthly", "used this month"):
+        members.add_column(name, justify="left" if name in ("customer", "role") else "right")
+    for m in summary["members"]:
+        members.add_row(
+            escape(m["customer"]),
+            m["role"],
+            _cap(m["daily"]),
+            str(m["used_today"]),
+            _cap(m["monthly"]),
+            str(m["used_month"]),
+        )
+    console.print(members)
+    grants = Table(title="grants (in draw order)")
+    for name in ("source", "remaining", "amount", "expires", "reason"):
+        grants.add_column(name, justify="right" if name in ("remaining", "amount") else "left")
+    for g in summary["grants"]:
+        grants.add_row(
+            g["source"],
+            str(g["remaining"]),
+            str(g["amount"]),
+            _when(g.get("expires_at"), timezone),
+            escape(g.get("reason") or "—"),
+        )
+    console.print(grants)
+    events = Table(title="changes")
+    for name in ("when", "change", "customer", "actor", "reason"):
+        events.add_column(name)
+    for e in summary["events"]:
+        events.add_row(
+            _when(e.get("created_at"), timezone),
+            e["kind"],
+            escape(e.get("customer_id") or "—"),
+            escape(e["actor"]),
+            escape(e["reason"]),
+        )
+    console.print(events)

@@ -1,4 +1,4 @@
-"""The AI-token ledger: a thin, typed Python API over the SQL functions of migration 0007.
+"""The AI-token ledger: a thin, typed Python API over the SQL functions of migrations 0007 and 0008.
 
 The contract is SQL (`consume`, `reserve`, `commit`, `release`, `grant_tokens`, `revoke_tokens`,
 `boost_tokens`, `set_token_limits`, `purchase`), so the app in any language and Tariff's CLI share one
@@ -37,6 +37,8 @@ REFUSAL_REASONS = (
     "daily_limit",
     "monthly_limit",
     "insufficient_balance",
+    "pool_member_daily_limit",
+    "pool_member_monthly_limit",
 )
 
 
@@ -338,8 +340,8 @@ def tick(conn: Connection, schema: str, at: datetime | None = None) -> Row:
 def account_summary(
     conn: Connection, schema: str, customer: str, *, at: datetime | None = None, entries: int = 10
 ) -> Row:
-    """What `tariff tokens show` prints: balance, usable grants in draw order, limits, usage today and this
-    month (from the daily rollup) and the newest ledger entries."""
+    """What `tariff tokens show` prints: balance, usable grants in draw order, limits, pool membership (or
+    None), usage today and this month (from the daily rollup) and the newest ledger entries."""
     s = quote_schema(schema)
     row = conn.execute(
         sa.text(f"""
@@ -354,6 +356,7 @@ def account_summary(
                 'balance', coalesce((SELECT balance FROM a), 0),
                 'usable', coalesce({s}.usable_credits((SELECT id FROM a), t.at), 0),
                 'limits', {s}.token_limits(c.id, t.at),
+                'pool', {s}.token_pool_membership(c.id, t.at),
                 'grants', coalesce((
                     SELECT jsonb_agg(jsonb_build_object(
                                'id', g.id, 'source', g.source, 'amount', g.amount, 'remaining', g.remaining,

@@ -1,0 +1,467 @@
+"""The AI-credit ledger under load: `consume` throughput with concurrent clients, beside the physical floor.
+
+    python bench/ledger.py [--quick] [--clients 32] [--seconds 10] [--processes 4]
+
+Database: a fresh database on the server named by TARIFF_BENCH_DATABASE_URL (or else
+TARIFF_TEST_DATABASE_URL), dropped afterwards; with neither, an embedded PostgreSQL (fsync on) in a temp
+directory. The shipped config (pricing/) is published the way `tariff apply` does it; 1,000 customers get
+a credit grant and per-request, daily and monthly limits (an admin override, so every call reads its
+limits and the day's and month's usage), but no plan throttle (a throttled account refuses almost
+everything under this load, and refusals are not what is measured).
+
+Steps, each for --seconds with --clients clients (connections) spread over --processes client processes
+(threads inside each; processes so the Python clients are not what limits the rate):
+  floor spread   `UPDATE … SET n = n + 1 WHERE id = $1 RETURNING n` on a random one of 1,000 rows
+  consume spread `consume()` of 1 credit for a random one of the 1,000 customers
+  floor hot      the same UPDATE, every client on one row
+  consume hot    `consume()`, every client on one customer
+Each call is its own transaction (autocommit), with a prepared statement, at the server's own
+synchronous_commit (reported). The floor is the cheapest durable write of one row: what one admission can
+never beat; `overhead` is floor rate / consume rate.
+
+Then the server's own work per call, without commits, clients or scheduling: the same UPDATE and consume()
+in a PL/pgSQL loop inside one transaction (rolled back); on a busy machine this ratio is steadier than the
+rates.
+
+Checked afterwards: every consume was admitted; each account's balance = its grants − its accepted
+consumption, and every request id was charged once.
+
+Targets (2 cores, clients and server on the same machine): ≥ 3,000 consume/s spread, ≥ 800 consume/s hot,
+p99 ≤ 20 ms. Like `make bench`, it reports and does not gate: exit 0 even when a target is MISSED, 1 only
+when the benchmark cannot run or a check of its results fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `python bench/ledger.py` puts bench/, not the repository, on sys.path
+    sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
+
+from bench.database import bench_database, libpq  # noqa: E402
+from compiler.project import compile_config  # noqa: E402
+from database.connection import create_engine  # noqa: E402
+from database.migrate import upgrade  # noqa: E402
+from publishers.postgres.apply import Revision, apply_catalog  # noqa: E402
+
+SCHEMA = "tariff"
+SHIPPED = REPO / "pricing"
+PUBLISHED_AT = datetime(2026, 10, 1, tzinfo=UTC)
+ACCOUNTS = 1000
+GRANT = 1_000_000  # credits per account: more than any run consumes
+SPREAD_TARGET, HOT_TARGET, P99_TARGET_MS = 3000.0, 800.0, 20.0
+CONSUME_SQL = "SELECT (tariff.consume(%s, 'gpt-4o', 500, 0, %s)->>'allowed')::boolean"
+FLOOR_SQL = "UPDATE bench_floor SET n = n + 1 WHERE id = %s RETURNING n"
+
+
+@dataclass
+class Row:
+    name: str
+    value: float
+    unit: str
+    target: str
+    ok: bool | None  # None: not a target
+    notes: str = ""
+
+
+@dataclass
+class Measured:
+    calls: int = 0
+    refused: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def percentile(self, share: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000
+
+
+class CheckFailedError(Exception):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailedError(message)
+
+
+# -------------------------------------------------------------------------------------------- database
+
+
+def prepare(engine: Engine) -> None:
+    """The shipped catalog; customers b-1 … b-1000 and `hot` with a grant and limits; the floor table."""
+    result = compile_config(SHIPPED)
+    check(result.ok and result.catalog is not None, "the shipped config does not validate")
+    assert result.catalog is not None
+    apply_catalog(
+        engine,
+        SCHEMA,
+        result.catalog,
+        Revision("bench"),
+        environment=None,
+        database="bench",
+        now=PUBLISHED_AT,
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {SCHEMA}.customers (id, country) "
+                "SELECT 'b-' || n, 'IN' FROM generate_series(1, :n) n UNION ALL SELECT 'hot', 'IN'"
+            ),
+            {"n": ACCOUNTS},
+        )
+        # Limits far above what a run consumes, so every call is admitted but still checks them.
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {SCHEMA}.token_limit_overrides (customer_id, per_request, daily, monthly, "
+                "actor, reason, created_at) SELECT id, 100, 10000000, 100000000, 'bench', 'bench limits', "
+                f":at FROM {SCHEMA}.customers"
+            ),
+            {"at": PUBLISHED_AT},
+        )
+        conn.execute(
+            sa.text(
+                f"SELECT {SCHEMA}.grant_tokens(id, :amount, 'package', p_reason => 'bench', "
+                f"p_actor => 'bench', p_at => :at) FROM {SCHEMA}.customers ORDER BY id"
+            ),
+            {"amount": GRANT, "at": PUBLISHED_AT},
+        )
+        conn.execute(sa.text("CREATE TABLE public.bench_floor (id integer PRIMARY KEY, n bigint NOT NULL)"))
+        conn.execute(
+            sa.text("INSERT INTO public.bench_floor SELECT n, 0 FROM generate_series(0, :n) n"),
+            {"n": ACCOUNTS},
+        )
+        for table in ("customers", "token_accounts", "token_grants", "token_limit_overrides"):
+            conn.execute(sa.text(f"ANALYZE {SCHEMA}.{table}"))
+        conn.execute(sa.text("ANALYZE public.bench_floor"))
+
+
+def server_settings(url: str) -> dict[str, str]:
+    with psycopg.connect(libpq(url)) as conn:
+        return {
+            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+            for name in ("server_version", "synchronous_commit", "fsync", "wal_sync_method")
+        }
+
+
+# -------------------------------------------------------------------------------------------- clients
+
+
+def _client_process(
+    url: str,
+    step: str,
+    hot: bool,
+    threads: int,
+    first_client: int,
+    seconds: float,
+    ready: Any,
+    go: Any,
+    out: Any,
+) -> None:
+    """One client process: `threads` connections, each calling in a loop until the shared deadline."""
+    lock = threading.Lock()
+    latencies: list[float] = []
+    refused = [0]
+    connected = threading.Barrier(threads + 1)
+    start = threading.Event()
+    deadline = [0.0]
+
+    def client(number: int) -> None:
+        rng = random.Random(number)
+        mine: list[float] = []
+        no = 0
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
+            conn.execute("SET search_path = public")
+            connected.wait(timeout=120)
+            start.wait(timeout=300)
+            while True:
+                started = time.perf_counter()
+                if started >= deadline[0]:
+                    break
+                if step.startswith("floor"):
+                    key = ACCOUNTS if hot else rng.randrange(ACCOUNTS)
+                    conn.execute(FLOOR_SQL, (key,), prepare=True).fetchone()
+                else:
+                    customer = "hot" if hot else f"b-{rng.randint(1, ACCOUNTS)}"
+                    request = f"{step}-{number}-{len(mine)}"
+                    row = conn.execute(CONSUME_SQL, (customer, request), prepare=True).fetchone()
+                    if not (row and row[0]):
+                        no += 1
+                mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+            refused[0] += no
+
+    workers = [threading.Thread(target=client, args=(first_client + n,), daemon=True) for n in range(threads)]
+    for w in workers:
+        w.start()
+    connected.wait(timeout=120)
+    ready.release()
+    start_at = go.get()  # a time.time() moment, shared by every process
+    time.sleep(max(0.0, start_at - time.time()))
+    deadline[0] = time.perf_counter() + seconds
+    start.set()
+    for w in workers:
+        w.join()
+    out.put((latencies, refused[0]))
+
+
+def run_step(url: str, step: str, hot: bool, clients: int, processes: int, seconds: float) -> Measured:
+    ctx = mp.get_context("spawn")
+    ready = ctx.Semaphore(0)
+    go: Any = ctx.Queue()
+    out: Any = ctx.Queue()
+    share = [clients // processes + (1 if n < clients % processes else 0) for n in range(processes)]
+    procs = []
+    first = 0
+    for n, threads in enumerate(share):
+        if threads == 0:
+            continue
+        p = ctx.Process(
+            target=_client_process,
+            args=(url, f"{step}{'h' if hot else 's'}{n}", hot, threads, first, seconds, ready, go, out),
+            daemon=True,
+        )
+        first += threads
+        procs.append(p)
+        p.start()
+    for _ in procs:
+        check(ready.acquire(timeout=180), "a client process did not connect")
+    start_at = time.time() + 0.2
+    for _ in procs:
+        go.put(start_at)
+    result = Measured(seconds=seconds)
+    for _ in procs:
+        latencies, refused = out.get(timeout=seconds + 300)
+        result.latencies.extend(latencies)
+        result.refused += refused
+    for p in procs:
+        p.join(timeout=60)
+    result.calls = len(result.latencies)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+
+def measure(url: str, clients: int, processes: int, seconds: float) -> tuple[list[Row], dict[str, Measured]]:
+    runs: dict[str, Measured] = {}
+    rows: list[Row] = []
+    for hot in (False, True):
+        where = f"one hot {'row' if hot else 'account'}" if hot else f"{ACCOUNTS:,} accounts"
+        floor = run_step(url, "floor", hot, clients, processes, seconds)
+        consume = run_step(url, "consume", hot, clients, processes, seconds)
+        check(consume.calls > 0 and floor.calls > 0, "no call completed")
+        runs[f"floor {'hot' if hot else 'spread'}"] = floor
+        runs[f"consume {'hot' if hot else 'spread'}"] = consume
+        target = HOT_TARGET if hot else SPREAD_TARGET
+        p99 = consume.percentile(0.99)
+        rows.append(
+            Row(
+                f"floor: UPDATE … RETURNING, {where}",
+                floor.rate,
+                "updates/s",
+                "-",
+                None,
+                f"p50 {floor.percentile(0.5):.1f} ms, p99 {floor.percentile(0.99):.1f} ms",
+            )
+        )
+        rows.append(
+            Row(
+                f"consume, {'one hot account' if hot else where}",
+                consume.rate,
+                "calls/s",
+                f"≥ {target:,.0f}",
+                consume.rate >= target,
+                f"overhead ×{floor.rate / consume.rate:.1f} vs the floor; {consume.calls:,} calls, "
+                f"{consume.refused} refused",
+            )
+        )
+        rows.append(
+            Row(
+                f"consume p99, {'one hot account' if hot else where}",
+                p99,
+                "ms",
+                f"≤ {P99_TARGET_MS:g} ms",
+                p99 <= P99_TARGET_MS,
+                f"p50 {consume.percentile(0.5):.1f} ms, max {consume.percentile(1.0):.1f} ms",
+            )
+        )
+    return rows, runs
+
+
+def server_work(url: str, calls: int) -> list[Row]:
+    """Server time per call without commits, clients or scheduling: `calls` calls in one PL/pgSQL loop in
+    one transaction (rolled back), the best of three. The ratio is the admission's own overhead."""
+    loops = {
+        "floor": f"FOR i IN 1..{calls} LOOP UPDATE public.bench_floor SET n = n + 1 "
+        f"WHERE id = i % {ACCOUNTS} RETURNING n INTO v; END LOOP;",
+        "consume": f"FOR i IN 1..{calls} LOOP PERFORM {SCHEMA}.consume('b-' || (i % {ACCOUNTS} + 1), "
+        "'gpt-4o', 500, 0, 'work-' || i); END LOOP;",
+    }
+    best: dict[str, float] = {}
+    with psycopg.connect(libpq(url)) as conn:
+        for _ in range(3):
+            for name, body in loops.items():
+                started = time.perf_counter()
+                conn.execute(f"DO $$ DECLARE v bigint; BEGIN {body} END $$")
+                best[name] = min(best.get(name, float("inf")), (time.perf_counter() - started) / calls * 1e6)
+                conn.rollback()
+    return [
+        Row(
+            "server work per UPDATE (no commit)",
+            best["floor"],
+            "µs",
+            "-",
+            None,
+            f"best of 3 × {calls:,} calls",
+        ),
+        Row(
+            "server work per consume (no commit)",
+            best["consume"],
+            "µs",
+            "-",
+            None,
+            f"×{best['consume'] / best['floor']:.1f} the UPDATE; 1,000 accounts",
+        ),
+    ]
+
+
+def verify(engine: Engine, runs: dict[str, Measured]) -> None:
+    refused = runs["consume spread"].refused + runs["consume hot"].refused
+    check(refused == 0, f"{refused} consume calls were refused")
+    calls = runs["consume spread"].calls + runs["consume hot"].calls
+    with engine.begin() as conn:
+        bad = conn.execute(
+            sa.text(f"""
+                SELECT count(*) FROM {SCHEMA}.token_accounts a
+                 WHERE a.balance <> (SELECT sum(remaining) FROM {SCHEMA}.token_grants g
+                                      WHERE g.account_id = a.id)
+                    OR a.balance <> {GRANT} - coalesce((SELECT sum(credits) FROM {SCHEMA}.token_usage u
+                                                        WHERE u.customer_id = a.customer_id), 0)""")
+        ).scalar_one()
+        usage = conn.execute(
+            sa.text(f"SELECT count(*), count(DISTINCT request_id), sum(credits) FROM {SCHEMA}.token_usage")
+        ).one()
+    check(bad == 0, f"{bad} accounts whose balance is not grants − consumption")
+    check(
+        tuple(usage) == (calls, calls, calls),
+        f"{calls} calls admitted, but token_usage has {tuple(usage)} (rows, request ids, credits)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text("utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpu = f"{os.cpu_count()} CPU(s)" + (f" ({model})" if model else "")
+    return f"{cpu}, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = ("step", "result", "target", "", "notes")
+    lines = [
+        (
+            row.name,
+            f"{row.value:,.1f} {row.unit}".strip(),
+            row.target,
+            "-" if row.ok is None else ("ok" if row.ok else "MISSED"),
+            row.notes,
+        )
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: shorter steps")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--processes", type=int, default=4, help="client processes (default 4)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="length of each step (default 10, quick 2)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    seconds = args.seconds if args.seconds is not None else (2.0 if args.quick else 10.0)
+    if not 1 <= args.clients <= 200 or not 1 <= args.processes <= args.clients or seconds <= 0:
+        parser.error("--clients 1..200, --processes 1..clients and --seconds > 0")
+
+    print(f"machine: {machine()}")
+    rows: list[Row] = []
+    try:
+        with bench_database("tariff_ledger_bench") as (url, where):
+            settings = server_settings(url)
+            print(f"database: {where}")
+            print(
+                f"server: PostgreSQL {settings['server_version']}, "
+                f"synchronous_commit {settings['synchronous_commit']}, "
+                f"fsync {settings['fsync']} ({settings['wal_sync_method']}) — the server's own settings"
+            )
+            engine = create_engine(url)
+            try:
+                started = time.perf_counter()
+                upgrade(engine, SCHEMA)
+                prepare(engine)
+                rows.append(
+                    Row("setup (migrate, apply, accounts)", time.perf_counter() - started, "s", "-", None)
+                )
+                measured, runs = measure(url, args.clients, args.processes, seconds)
+                rows.extend(measured)
+                verify(engine, runs)
+                rows.extend(server_work(url, 500 if args.quick else 2000))
+            finally:
+                engine.dispose()
+    except CheckFailedError as exc:
+        print_table(rows)
+        print(f"\nCHECK FAILED: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print_table(rows)
+    print()
+    print(
+        f"{args.clients} clients in {args.processes} processes, one connection and one transaction per call; "
+        "clients and server share the machine."
+    )
+    if args.json:
+        args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2), "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
