@@ -33,6 +33,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/promotions.py $(BENCH_ARGS)
+	$(BIN)/python bench/tick.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tariff .tools out .pytest_cache .mypy_cache .ruff_cache

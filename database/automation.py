@@ -103,8 +103,8 @@ def _promotions(r: Summary) -> str:
     started = ", ".join(r["started"]) or "none"
     ended = ", ".join(r["ended"]) or "none"
     return (
-        f"started: {started}; ended: {ended}; {r['notifications']} notice(s) to admins and "
-        f"{r['customers_notified']} customer(s)"
+        f"started: {started}; ended: {ended}; {r['notifications']} notice(s), to admins and "
+        f"{r['customers_notified']} targeted customer(s)"
     )
 
 

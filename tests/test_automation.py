@@ -343,7 +343,7 @@ def test_yearly_promotion_is_announced_every_year(db: Engine) -> None:
     assert festive("2027-01-05T00:00:00+05:30") == (False, True)
     assert festive("2027-06-01T00:00:00+05:30") == (False, False)
     assert festive("2027-12-20T00:00:00+05:30") == (True, False)
-    # A tick that sleeps through a whole window still reports both, once each.
+    # A tick that sleeps through a whole window reports its end only: the offer is over.
     assert festive("2029-02-01T00:00:00+05:30") == (False, True)
     assert festive("2029-02-02T00:00:00+05:30") == (False, False)
 
@@ -525,3 +525,21 @@ def test_tick_command_refuses_a_bad_time(db: Engine, pg_url: str, tmp_path: Path
     assert error.message.startswith("--now: not a valid date/time") and "2026-12-01T00:05" in str(error.fix)
     with db.connect() as conn:
         assert conn.execute(sa.text(f"SELECT count(*) FROM {S}.token_grants")).scalar_one() == 0
+
+
+def test_tokens_show_at_a_time(db: Engine, pg_url: str, tmp_path: Path) -> None:
+    tick(db, at("2026-01-01T00:00:00+00:00"))
+    tick(db, at("2026-02-01T00:00:00+00:00"))
+
+    def show(*args: str) -> Any:
+        result = CliRunner(env={"COLUMNS": "200"}).invoke(
+            app, ["tokens", "show", "prem1", *args, "--config", str(tmp_path), "--database-url", pg_url]
+        )
+        return result.exception if isinstance(result.exception, CommandError) else result
+
+    february = json.loads(show("--at", "2026-02-15T12:00", "--format", "json").output)
+    assert february["at"] == "2026-02-15T06:30:00+00:00"  # in the rules' time zone, IST
+    assert [g["source"] for g in february["grants"]] == ["rollover", "allowance"]  # rolled credits go first
+    assert february["usable"] == 1500
+    error = show("--at", "soon")
+    assert isinstance(error, CommandError) and error.message.startswith("--at:")

@@ -372,7 +372,8 @@ $$;
 
 -- Promotion start and end notices, once per promotion window (a yearly promotion has one a year): to admins
 -- (customer_id NULL), and to each targeted customer when the promotion names customers (a list or file) or
--- segments. Promotions without a start (or end) have no start (or end) notice.
+-- segments. Promotions without a start (or end) have no start (or end) notice. A start is announced only
+-- while the window is open: a window tick first sees after it closed gets its end notice alone.
 CREATE FUNCTION promotion_events(p_at timestamptz)
 RETURNS TABLE (promotion_id text, kind text, window_starts timestamptz, window_ends timestamptz,
                event_at timestamptz)
@@ -386,7 +387,7 @@ AS $$
          WHERE p.status = 'active' AND (p.starts_at IS NOT NULL OR p.ends_at IS NOT NULL)
     )
     SELECT id::text, 'promotion_started', window_starts, window_ends, window_starts
-      FROM w WHERE window_starts IS NOT NULL AND state IN ('active', 'ended')
+      FROM w WHERE window_starts IS NOT NULL AND state = 'active'
     UNION ALL
     SELECT id::text, 'promotion_ended', window_starts, window_ends, window_ends
       FROM w WHERE window_ends IS NOT NULL AND state = 'ended'
