@@ -1,7 +1,8 @@
 """`make demo`: the main job on the shipped PineGenie config, step by step, on the embedded database.
 
-Each step runs the real `tariff` command, so what is printed is exactly what a user sees. The demo uses
-its own database (`tariff_demo`) on the embedded server and starts it from scratch on every run.
+Each step runs the real `tariff` command, so what is printed is exactly what a user sees; the AI requests
+are what the app does, one SQL call each. The demo uses its own database (`tariff_demo`) on the embedded
+server and starts it from scratch on every run.
 """
 
 from __future__ import annotations
