@@ -65,10 +65,15 @@ def run_tick(
 ) -> Summary:
     """Run every step as of `at` (default: the database's clock) in the caller's transaction.
 
-    Returns {"at": ISO time, "steps": {name: step summary, ...}} in step order.
+    The transaction's TimeZone is the token rules' zone from here on. Returns {"at": ISO time in UTC,
+    "steps": {name: step summary, ...}} in step order.
     """
     s = quote_schema(schema)
     conn.execute(sa.text(f"SELECT {s}.tick_lock()"))
+    # Calendar arithmetic (a subscription's monthly allowance periods, "this month") follows the session's
+    # TimeZone, which the server or the client (PGTZ) sets: pin it to the token rules' zone for this
+    # transaction, so the same subscription renews at the same instant wherever tick runs.
+    conn.execute(sa.text(f"SELECT set_config('TimeZone', {s}.token_timezone(), true)"))
     # One clock for every step: the database's, read after the lock so a waiting run does not act in the past.
     when = at if at is not None else conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
     summaries: dict[str, Summary] = {}

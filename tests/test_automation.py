@@ -157,6 +157,32 @@ def test_rollover_respects_the_global_cap_and_ends_with_the_subscription(db: Eng
     assert grants(db, "prem2", "rollover") == []  # a canceled subscription has no next period to roll into
 
 
+def test_monthly_periods_follow_the_rules_time_zone_whatever_the_session_zone(db: Engine) -> None:
+    # Subscribed at midnight IST on January 31st: a month later is midnight IST on February 28th (the month
+    # is shorter), which is 18:30 UTC on the 27th. Month arithmetic in UTC or New York would say the 28th.
+    add_customer(db, "late")
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"SELECT {S}.register_subscription(p_customer_id => 'late', p_plan_id => 'pro', "
+                "p_cycle => 'monthly', p_current_period_start => '2026-01-30T18:30:00Z', "
+                "p_current_period_end => '2027-01-30T18:30:00Z')"
+            )
+        )
+    tick(db, at("2026-02-01T00:00:00+00:00"))
+    with db.begin() as conn:
+        conn.execute(sa.text("SET LOCAL TimeZone = 'America/New_York'"))
+        run_tick(conn, S, at=at("2026-02-27T18:29:59+00:00"))
+        assert len(grants(db, "late", "allowance")) == 1
+    with db.begin() as conn:
+        conn.execute(sa.text("SET LOCAL TimeZone = 'America/New_York'"))
+        steps = run_tick(conn, S, at=at("2026-02-27T18:30:00+00:00"))["steps"]
+    assert steps["ledger"]["allowances_granted"] == 1
+    february = grants(db, "late", "allowance")[-1]
+    assert february["reference"].endswith(":2026-02-27T18:30:00Z")
+    assert february["expires_at"] == at("2026-03-30T18:30:00+00:00")  # midnight IST on March 31st
+
+
 # ------------------------------------------------------------------------------------------- boosts
 
 
@@ -201,7 +227,7 @@ def test_low_balance_alerts_once_per_threshold_per_period_then_rearm(db: Engine)
         "allowance": 500,
         "usable": 99,
         "period_start": None,
-        "period_end": "2026-02-01T00:00:00+00:00",
+        "period_end": "2026-02-01T05:30:00+05:30",  # times in the rules' time zone
     }
 
     # February's allowance re-arms them; a customer who drops straight to zero gets both at once.

@@ -34,6 +34,50 @@ CREATE INDEX token_grants_package ON token_grants (account_id, package_id, creat
     WHERE source = 'package';
 CREATE INDEX token_grants_boost_end ON token_grants (expires_at) WHERE source = 'boost';
 
+-- ------------------------------------------------------------------------------------------- renewal
+
+-- allowances_due() of 0007, with the month count fixed at month ends: age() says Jan 31 → Feb 28 is 28 days,
+-- not a month, so a subscription that began on the 31st got no allowance from Feb 28 (when January's ended)
+-- until Mar 1. Period k is now the last k with start + k months <= p_at (start + k months clamps to the
+-- month's last day, like billing does). The time zone of that arithmetic is the session's: tick pins it to
+-- the token rules' zone.
+CREATE OR REPLACE FUNCTION allowances_due(p_at timestamptz)
+RETURNS TABLE (customer_id text, plan_id text, amount bigint, period_start timestamptz, expires_at timestamptz,
+               reference text)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT d.* FROM (
+        SELECT s.customer_id, p.id::text, p.allowance_amount, w.period_start,
+               CASE WHEN p.allowance_expires_after IS NOT NULL
+                    THEN w.period_start + p.allowance_expires_after::interval ELSE w.period_end END,
+               'allowance:' || s.id || ':' || CASE p.allowance_every WHEN 'once' THEN 'once'
+                   ELSE to_char(w.period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END
+          FROM subscriptions s
+          JOIN plans p ON p.id = s.plan_id
+          CROSS JOIN LATERAL (
+              SELECT CASE WHEN s.current_period_start + make_interval(months => a.k + 1) <= p_at
+                          THEN a.k + 1 ELSE a.k END AS k
+                FROM (SELECT (extract(year FROM age(p_at, s.current_period_start)) * 12
+                              + extract(month FROM age(p_at, s.current_period_start)))::integer AS k) a
+          ) m
+          CROSS JOIN LATERAL (
+              SELECT CASE p.allowance_every WHEN 'month'
+                          THEN s.current_period_start + make_interval(months => m.k)
+                          ELSE s.current_period_start END AS period_start,
+                     CASE p.allowance_every
+                          WHEN 'month' THEN least(s.current_period_start + make_interval(months => m.k + 1),
+                                                  s.current_period_end)
+                          WHEN 'cycle' THEN s.current_period_end END AS period_end
+          ) w
+         WHERE s.status IN ('trialing', 'active', 'past_due')
+           AND p.allowance_amount > 0
+           AND s.current_period_start <= p_at AND p_at < s.current_period_end
+    ) d (customer_id, plan_id, amount, period_start, expires_at, reference)
+     WHERE (d.expires_at IS NULL OR d.expires_at > p_at)
+       AND NOT EXISTS (SELECT 1 FROM token_grants g WHERE g.reference = d.reference)
+$$;
+
 -- ------------------------------------------------------------------------------------------- rollover
 
 -- Allowance grants whose period is over with credits left, on a live subscription whose plan rolls over,
