@@ -40,12 +40,12 @@ if str(REPO) not in sys.path:  # `python bench/tick.py` puts bench/, not the rep
     sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.engine import Engine  # noqa: E402
+from sqlalchemy.engine import Connection, Engine  # noqa: E402
 
 from bench.database import bench_database  # noqa: E402
 from bench.promotions import CheckFailedError, Row, check, machine, print_table  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
-from database.automation import run_tick  # noqa: E402
+from database.automation import STEPS, TickStep, run_tick  # noqa: E402
 from database.connection import create_engine  # noqa: E402
 from database.migrate import upgrade  # noqa: E402
 from publishers.postgres.apply import Revision, apply_catalog  # noqa: E402
@@ -146,11 +146,34 @@ def february_usage(engine: Engine) -> None:
         conn.execute(sa.text(f"ANALYZE {s}.token_grants; ANALYZE {s}.token_accounts"))
 
 
+STEP_SECONDS: dict[str, float] = {}
+
+
+def _timed(name: str, step: TickStep) -> TickStep:
+    def run(conn: Connection, schema: str, at: datetime) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            return step(conn, schema, at)
+        finally:
+            STEP_SECONDS[name] = time.perf_counter() - started
+
+    return run
+
+
+TIMED_STEPS = tuple((name, _timed(name, step)) for name, step in STEPS)
+
+
 def timed_tick(engine: Engine, when: datetime) -> tuple[float, dict[str, Any]]:
+    STEP_SECONDS.clear()
     started = time.perf_counter()
     with engine.begin() as conn:
-        summary = run_tick(conn, SCHEMA, at=when)
+        summary = run_tick(conn, SCHEMA, at=when, steps=TIMED_STEPS)
     return time.perf_counter() - started, summary["steps"]
+
+
+def slowest_steps() -> str:
+    ranked = sorted(STEP_SECONDS.items(), key=lambda item: -item[1])[:3]
+    return "slowest steps: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in ranked)
 
 
 def verify(engine: Engine, accounts: int) -> None:
@@ -231,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                         notes,
                     )
                 )
+                rows.append(Row("  by step", sum(STEP_SECONDS.values()), "s", "-", None, slowest_steps()))
                 check(ledger["allowances_granted"] == accounts, "not every subscriber was renewed")
                 seconds, again = timed_tick(engine, MARCH)
                 check(
@@ -239,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 rows.append(Row("same tick again (no-op)", seconds, "s", "-", None))
                 seconds, _ = timed_tick(engine, MID_MARCH)
-                rows.append(Row("idle tick mid-month", seconds, "s", "-", None, "what cron runs"))
+                rows.append(
+                    Row("idle tick mid-month", seconds, "s", "-", None, "what cron runs; " + slowest_steps())
+                )
                 verify(engine, accounts)
             finally:
                 engine.dispose()
