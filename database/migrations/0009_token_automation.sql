@@ -78,6 +78,91 @@ AS $$
        AND NOT EXISTS (SELECT 1 FROM token_grants g WHERE g.reference = d.reference)
 $$;
 
+-- tick_ledger() of 0007 unchanged but for one thing: allowances_due() is evaluated once into a temporary
+-- table instead of once per statement (it joins every live subscription, so at 100,000 subscribers that
+-- was most of an idle tick).
+CREATE OR REPLACE FUNCTION tick_ledger(p_at timestamptz DEFAULT now()) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_account      bigint;
+    v_reservations integer := 0;
+    v_expired      bigint := 0;
+    v_expired_cr   bigint := 0;
+    v_renewed      bigint := 0;
+    v_renewed_cr   bigint := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext(current_schema() || '.tick_ledger'));
+
+    -- Reservations of idle accounts (active ones are released lazily by their next admission).
+    FOR v_account IN
+        SELECT DISTINCT account_id FROM token_requests WHERE status = 'open' AND expires_at <= p_at ORDER BY 1
+    LOOP
+        PERFORM 1 FROM token_accounts WHERE id = v_account FOR UPDATE;
+        v_reservations := v_reservations + expire_reservations(v_account, p_at);
+    END LOOP;
+
+    -- Lock in id order (as every multi-account step does) so concurrent admissions wait instead of deadlocking;
+    -- the statements after it run on a fresh snapshot that sees what those admissions committed.
+    PERFORM 1 FROM token_accounts
+     WHERE id IN (SELECT account_id FROM token_grants WHERE remaining > 0 AND expires_at <= p_at)
+     ORDER BY id FOR UPDATE;
+    WITH expired AS (
+        UPDATE token_grants g SET remaining = 0
+          FROM (SELECT id, remaining FROM token_grants WHERE remaining > 0 AND expires_at <= p_at) d
+         WHERE g.id = d.id
+        RETURNING g.id, g.account_id, d.remaining
+    ), entries AS (
+        INSERT INTO token_entries (account_id, kind, amount, balance_after, grant_id, actor, reason, created_at)
+        SELECT e.account_id, 'expire', -e.remaining,
+               a.balance - sum(e.remaining) OVER (PARTITION BY e.account_id ORDER BY e.id),
+               e.id, 'tariff tick', 'grant expired', p_at
+          FROM expired e JOIN token_accounts a ON a.id = e.account_id
+         ORDER BY e.account_id, e.id
+    ), totals AS (
+        UPDATE token_accounts a SET balance = a.balance - t.credits, updated_at = p_at
+          FROM (SELECT account_id, sum(remaining) AS credits FROM expired GROUP BY account_id) t
+         WHERE a.id = t.account_id
+    )
+    SELECT count(*), coalesce(sum(remaining), 0) INTO v_expired, v_expired_cr FROM expired;
+
+    -- What is due, computed once (0007 computed it in each of the three statements below).
+    CREATE TEMP TABLE tick_allowances ON COMMIT DROP AS SELECT * FROM allowances_due(p_at);
+    INSERT INTO token_accounts (customer_id) SELECT DISTINCT customer_id FROM tick_allowances ORDER BY 1
+        ON CONFLICT (customer_id) DO NOTHING;
+    PERFORM 1 FROM token_accounts WHERE customer_id IN (SELECT customer_id FROM tick_allowances)
+     ORDER BY id FOR UPDATE;
+    WITH granted AS (
+        INSERT INTO token_grants (account_id, source, amount, remaining, priority, starts_at, expires_at,
+                                  reference, reason, actor, created_at)
+        SELECT a.id, 'allowance', d.amount, d.amount, 100, d.period_start, d.expires_at, d.reference,
+               'plan ' || d.plan_id || ' allowance', 'tariff tick', p_at
+          FROM tick_allowances d JOIN token_accounts a ON a.customer_id = d.customer_id
+         ORDER BY a.id, d.reference
+        ON CONFLICT (reference) WHERE reference IS NOT NULL DO NOTHING
+        RETURNING id, account_id, amount, reason
+    ), entries AS (
+        INSERT INTO token_entries (account_id, kind, amount, balance_after, grant_id, actor, reason, created_at)
+        SELECT g.account_id, 'grant', g.amount,
+               a.balance + sum(g.amount) OVER (PARTITION BY g.account_id ORDER BY g.id),
+               g.id, 'tariff tick', g.reason, p_at
+          FROM granted g JOIN token_accounts a ON a.id = g.account_id
+         ORDER BY g.account_id, g.id
+    ), totals AS (
+        UPDATE token_accounts a SET balance = a.balance + t.credits, updated_at = p_at
+          FROM (SELECT account_id, sum(amount) AS credits FROM granted GROUP BY account_id) t
+         WHERE a.id = t.account_id
+    )
+    SELECT count(*), coalesce(sum(amount), 0) INTO v_renewed, v_renewed_cr FROM granted;
+    DROP TABLE tick_allowances;
+
+    RETURN jsonb_build_object('at', p_at, 'reservations_released', v_reservations,
+                              'grants_expired', v_expired, 'credits_expired', v_expired_cr,
+                              'allowances_granted', v_renewed, 'credits_granted', v_renewed_cr);
+END
+$$;
+
 -- ------------------------------------------------------------------------------------------- rollover
 
 -- Allowance grants whose period is over with credits left, on a live subscription whose plan rolls over,
