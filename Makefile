@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/promotions.py $(BENCH_ARGS)
 	$(BIN)/python bench/reports.py $(BENCH_ARGS)
 	$(BIN)/python bench/ledger.py $(BENCH_ARGS)
+	$(BIN)/python bench/tick.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tariff .tools out .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
-"""`tariff tick`: the ledger's scheduled automation — release overdue reservations, expire lapsed grants,
-renew plan allowances at each subscription's period boundary. Safe to run every few minutes from cron or CI:
-it is idempotent and concurrent runs serialise in the database.
+"""`tariff tick`: the scheduled automation (database/automation.py) — allowance renewal and rollover, grant
+expiry and the end of boosts, low-balance alerts, package renewal orders, promotion start/end notices and due
+grandfathering migrations. Safe to run every few minutes from cron or CI: it is idempotent and concurrent
+runs serialise in the database.
 """
 
 from __future__ import annotations
@@ -30,14 +31,18 @@ def tick(
     database_url: DatabaseUrlOption = None,
     format_: OutputFormatOption = OutputFormat.text,
 ) -> None:
-    """Renew plan allowances, expire grants and release overdue reservations (idempotent)."""
+    """Run the scheduled automation once: renew and roll over allowances, expire grants and boosts, send
+    low-balance alerts, queue package renewals, announce promotions and execute due price migrations.
+
+    Idempotent: running it again (or two at once) changes nothing more. Run it every few minutes.
+    """
     import sqlalchemy as sa
 
     from cli.session import open_session
     from compiler.timeutil import parse_timestamp
+    from database.automation import describe, run_tick
     from database.connection import quote_schema
     from database.errors import DatabaseError
-    from database.ledger import tick as run_tick
 
     session = open_session(config, env, database_url, stderr_console())
     try:
@@ -59,8 +64,6 @@ def tick(
     if format_ is OutputFormat.json:
         print_json(summary)
         return
-    stdout_console().print(
-        f"tick at {summary['at']}: {summary['allowances_granted']} allowance(s) renewed "
-        f"({summary['credits_granted']} credits), {summary['grants_expired']} grant(s) expired "
-        f"({summary['credits_expired']} credits), {summary['reservations_released']} reservation(s) released"
-    )
+    console = stdout_console()
+    for line in describe(summary):
+        console.print(line, markup=False)

@@ -125,16 +125,34 @@ def tokens_show(
     entries: Annotated[
         int, typer.Option("--entries", "-n", min=0, help="Recent ledger entries to show.")
     ] = 10,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Show the account as of this time (ISO 8601; without an offset, in the token rules' time "
+            "zone). Default: now.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
     format_: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Balance by grant (in draw order), limits in force, usage today and this month, recent entries."""
+    from compiler.timeutil import parse_timestamp
     from database.ledger import account_summary
 
     with database(config, env, database_url) as db:
-        summary = account_summary(db.conn, db.schema, customer, entries=entries)
+        when = None
+        if at is not None:
+            try:
+                when = parse_timestamp(at, _timezone(db))
+            except ValueError as exc:
+                raise CommandError(
+                    f"--at: {exc}", fix="write e.g. 2026-12-01T09:30 or 2026-12-01T04:00Z"
+                ) from exc
+        summary = account_summary(db.conn, db.schema, customer, at=when, entries=entries)
     if format_ is OutputFormat.json:
         print_json(summary)
         return

@@ -1,7 +1,8 @@
 """`make demo`: the main job on the shipped PineGenie config, step by step, on the embedded database.
 
-Each step runs the real `tariff` command, so what is printed is exactly what a user sees. The demo uses
-its own database (`tariff_demo`) on the embedded server and starts it from scratch on every run.
+Each step runs the real `tariff` command, so what is printed is exactly what a user sees; the AI requests
+are what the app does, one SQL call each. The demo uses its own database (`tariff_demo`) on the embedded
+server and starts it from scratch on every run.
 """
 
 from __future__ import annotations
@@ -307,10 +308,79 @@ def main() -> None:
         preview += ["--screenshot", "out/preview/screenshots"]
     step("Preview the pricing pages during Diwali (strikethrough prices in India)", *preview)
     print(f"\nOpen {ROOT / 'out' / 'preview' / 'index.html'} in a browser to see the pages.")
+    ai_credits()
     print(
         "\nThe demo database is `tariff_demo` on the embedded server in .tariff/pg; "
         "`tariff db stop` stops it."
     )
+
+
+# A Pro annual subscriber in India: 500 AI credits every month from the 20th (14:58 IST); limits 50 credits
+# per request and 300 a day. gpt-4o costs 2 credits per 1,000 tokens.
+CREDIT_CUSTOMER = "cmwutevcpjsnc7vkvzt10dxyf"
+REQUESTS = [
+    # (time in IST, request id, input tokens, output tokens)
+    *((f"2026-11-26T10:0{n}:00+05:30", f"req-1126-{n}", 20_000, 5_000) for n in range(5)),
+    ("2026-11-26T10:30:00+05:30", "req-1126-big", 40_000, 10_000),  # 100 credits: above the per-request limit
+    ("2026-11-26T11:00:00+05:30", "req-1126-5", 20_000, 5_000),
+    ("2026-11-26T11:30:00+05:30", "req-1126-6", 20_000, 5_000),  # the day's 300 are used: refused
+    *((f"2026-11-27T10:0{n}:00+05:30", f"req-1127-{n}", 20_000, 5_000) for n in range(3)),
+]
+
+
+def consume_requests(url: str) -> None:
+    """What the app does for each AI request: one call to tariff.consume() with its own request id."""
+    print(f"\n\033[1m▶ The app consumes AI credits for {CREDIT_CUSTOMER} (SQL: tariff.consume)\033[0m\n")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for when, request_id, input_tokens, output_tokens in REQUESTS:
+            decision = conn.execute(
+                "SELECT tariff.consume(%s, 'gpt-4o', %s, %s, %s, 'chat', %s::timestamptz)",
+                (CREDIT_CUSTOMER, input_tokens, output_tokens, request_id, when),
+            ).fetchone()
+            assert decision is not None
+            d = decision[0]
+            outcome = f"allowed, {d['remaining']} left" if d["allowed"] else f"REFUSED: {d['message']}"
+            print(
+                f"  {when[:16].replace('T', ' ')}  {request_id:<13} {input_tokens + output_tokens:>6} tokens "
+                f"= {d['credits']:>3} credits  {outcome}"
+            )
+
+
+def outbox(url: str) -> None:
+    print("\n\033[1m▶ The notifications outbox tick wrote (delivered by the notification sender)\033[0m\n")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT kind, count(*), count(customer_id), min(idempotency_key) FROM tariff.notifications "
+            "GROUP BY kind ORDER BY kind"
+        ).fetchall()
+    for kind, count, to_customers, example in rows:
+        print(f"  {kind:<20} {count:>3} ({count - to_customers} to admins)  e.g. {example}")
+
+
+def ai_credits() -> None:
+    url = os.environ["TARIFF_DATABASE_URL"]
+    step(
+        "tariff tick: November allowances for every live subscriber, promotions announced, due price moves",
+        "tick",
+        "--now",
+        "2026-11-26T09:00",
+    )
+    consume_requests(url)
+    step(
+        "tick two days later: subscriptions whose month began meanwhile renew, and the Pro customer is "
+        "below 20% of the allowance",
+        "tick",
+        "--now",
+        "2026-11-28T23:00",
+    )
+    step(
+        "Running it again changes nothing (idempotent; safe from cron every few minutes)",
+        "tick",
+        "--now",
+        "2026-11-28T23:00",
+    )
+    outbox(url)
+    step("The customer's credits", "tokens", "show", CREDIT_CUSTOMER, "--at", "2026-11-28T23:00", "-n", "6")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,10 @@ def test_tick_command_is_idempotent(cli: Run, pg_url: str, tmp_path: Path) -> No
         return result
 
     first = json.loads(run("--now", "2026-01-15T00:00Z", "--format", "json").output)
-    assert (first["allowances_granted"], first["credits_granted"]) == (1, 500)
+    assert (first["steps"]["ledger"]["allowances_granted"], first["steps"]["ledger"]["credits_granted"]) == (
+        1,
+        500,
+    )
     text = run("--now", "2026-01-15T00:00:05Z").output
     assert "0 allowance(s) renewed (0 credits), 0 grant(s) expired" in text
     bad = CliRunner().invoke(
