@@ -13,6 +13,7 @@ import typer
 from cli.customer_commands import customers_app, subscriptions_app
 from cli.db_commands import db_app
 from cli.errors import CommandError, report_error
+from cli.notify_commands import notify_app
 from cli.options import ConfigOption, OutputFormat
 from cli.output import (
     EXIT_CHANGES,
@@ -134,6 +135,7 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(tokens_app, name="tokens")
 app.command("tick")(tick_command)
+app.add_typer(notify_app, name="notify")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from compiler.canonical import fingerprint
 from compiler.catalog import Catalog, Feature, Page, Plan, Promotion, TokenRules
 from compiler.context import BuildContext
 from compiler.diagnostics import Diagnostic, Diagnostics, Severity
+from compiler.notification_templates import load_templates
 from compiler.promotion_checks import check_promotions
 from compiler.schema_check import validate_document
 from compiler.yaml_loader import LoadedDocument, YamlLoadError, load_yaml_file
@@ -183,6 +184,10 @@ def compile_config(root: Path) -> CompileResult:
             "files.two-settings", "both tariff.yaml and tariff.yml exist", file=root.name, hint="keep one"
         )
     project = build_settings(ctx, settings_docs[0])
+    templates = load_templates(root, ctx.diagnostics, required=bool(project.settings.channels))
+    project = dataclasses.replace(
+        project, settings=dataclasses.replace(project.settings, templates=templates)
+    )
     catalog = _build_catalog(ctx, project, documents)
     return CompileResult(catalog, ctx.diagnostics, ctx.locations)
 
