@@ -148,7 +148,7 @@ def notify_list(
         )
         timezone = db.timezone
     if format_ is OutputFormat.json:
-        print_json(rows)
+        print_json([{k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()} for r in rows])
         return
     console = stdout_console()
     if not rows:
