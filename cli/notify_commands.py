@@ -72,9 +72,12 @@ def notify_send(
     """Deliver due notifications: e-mail by SMTP, events by signed webhook.
 
     Each notification is claimed with a lease, so concurrent senders never send the same one at once.
-    A failed attempt is retried later with exponential backoff and jitter (tariff.yaml
-    `notifications.delivery`); after the last attempt the notification is marked failed (see `notify
-    retry`). Delivery is at least once: receivers de-duplicate on the idempotency key.
+
+    Failed attempts are retried with exponential backoff and jitter (tariff.yaml `notifications.delivery`).
+
+    After the last attempt a notification is marked failed (see `tariff notify retry`).
+
+    Delivery is at least once: receivers de-duplicate on the idempotency key.
     """
     from cli.session import open_session
     from database.errors import DatabaseError
@@ -211,8 +214,7 @@ def notify_preview(
 ) -> None:
     """Render KIND's template as it would be sent: subject and text part, and the HTML part with --out.
 
-    Without --customer the data are realistic samples drawn from the config (a paid plan's price in the
-    default region's currency, a promotion of the config); no database is needed.
+    Without --customer the data are realistic samples drawn from the config; no database is needed.
     """
     from compiler.notification_kinds import KINDS
     from publishers.notify.context import Recipient
