@@ -317,3 +317,44 @@ def test_enqueue_follows_routes_and_is_idempotent(published: Engine, catalog: Ca
         )
         rows = conn.execute(sa.text(f"SELECT kind, channel FROM {S}.notifications ORDER BY id")).all()
     assert [tuple(r) for r in rows] == [("low_balance", "email"), ("promotion_started", "ops-webhook")]
+
+
+def test_price_notices_written_by_apply_follow_routes_and_are_mailed_when_due(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_publish import apply, compile_dir, scripted_change, subscriber_base
+
+    subscriber_base(engine)
+    changed = scripted_change(tmp_path)
+    tariff_yaml = changed / "tariff.yaml"
+    tariff_yaml.write_text(
+        tariff_yaml.read_text("utf-8").replace("price_change: [email]", "price_change: [email, ops-webhook]"),
+        "utf-8",
+    )
+    result = apply(engine, compile_dir(changed))
+    assert result.notifications == 6  # 3 customers × 2 channels
+    with engine.connect() as conn:
+        queued = conn.execute(
+            sa.text(f"SELECT customer_id, channel, idempotency_key, next_attempt_at FROM {S}.notifications")
+        ).all()
+    rev = result.revision_id
+    assert {(r.channel, r.idempotency_key) for r in queued if r.customer_id == "in-1"} == {
+        ("email", f"price-change:{rev}:in-1"),
+        ("ops-webhook", f"price-change:{rev}:in-1:ops-webhook"),
+    }
+    first_due = min(r.next_attempt_at for r in queued)
+    with smtp_server(tmp_path) as (mailbox, port, ca_file), webhook_server() as (hook, url):
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        configured = with_channels(compile_dir(changed), smtp_port=port, webhook_url=url)
+        early = deliver_due(engine, S, first_due - timedelta(seconds=1), catalog=configured, environ=ENV)
+        assert early["claimed"] == 0  # the notice period has not begun
+        due = deliver_due(engine, S, first_due + timedelta(days=40), catalog=configured, environ=ENV)
+    assert due["sent"] == 6, due
+    assert sorted(rcpt for _, [rcpt] in mailbox.envelopes) == [
+        "in-1@example.com",
+        "in-2@example.com",
+        "in-3@example.com",
+    ]
+    text, _html = _parts(mailbox.messages[0])
+    assert "₹1,499" in text and "₹1,799" in text
+    assert {r.json()["customer"]["id"] for r in hook.received} == {"in-1", "in-2", "in-3"}
