@@ -12,6 +12,7 @@ from babel import Locale, UnknownLocaleError
 from compiler.catalog import (
     BillingCycle,
     Channel,
+    DeliveryPolicy,
     Environment,
     PayUSettings,
     Policy,
@@ -184,8 +185,36 @@ def _settings(ctx: BuildContext, doc: LoadedDocument, data: dict[str, Any]) -> S
     for channel_id, spec in (notifications.get("channels") or {}).items():
         settings = {k: v for k, v in spec.items() if k != "type"}
         channels[channel_id] = Channel(channel_id, spec["type"], settings)
+    routes: dict[str, tuple[str, ...]] = {}
+    for kind, ids in (notifications.get("routes") or {}).items():
+        for index, channel_id in enumerate(ids):
+            if channel_id not in channels:
+                ctx.unknown(
+                    doc,
+                    ("notifications", "routes", kind, index),
+                    "channel",
+                    channel_id,
+                    channels,
+                    declared_in="tariff.yaml `notifications.channels`",
+                )
+        routes[kind] = tuple(ids)
+    delivery = DeliveryPolicy(**(notifications.get("delivery") or {}))
+    if delivery.max_backoff_seconds < delivery.backoff_seconds:
+        ctx.error(
+            doc,
+            ("notifications", "delivery", "max_backoff_seconds"),
+            "settings.backoff-cap",
+            "max_backoff_seconds is below backoff_seconds",
+            hint=f"raise it to at least {delivery.backoff_seconds}",
+        )
     return Settings(
-        environments, policies, tuple(suppressions), tuple(notifications.get("admins") or ()), channels
+        environments,
+        policies,
+        tuple(suppressions),
+        tuple(notifications.get("admins") or ()),
+        channels,
+        routes,
+        delivery,
     )
 
 

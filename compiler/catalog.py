@@ -98,6 +98,27 @@ class Channel:
 
 
 @dataclass(frozen=True, slots=True)
+class NotificationTemplate:
+    """One kind's message: a Jinja subject line and a Markdown + Jinja body (`content/notifications/`)."""
+
+    kind: str
+    file: str
+    subject: str
+    body: str
+    body_line: int  # line of the file the body starts on, so render errors point into the file
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How hard `tariff notify send` tries: attempts, exponential backoff with jitter, network timeout."""
+
+    max_attempts: int = 8
+    backoff_seconds: int = 60
+    max_backoff_seconds: int = 21600
+    timeout_seconds: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Project settings that steer Tariff but are not published as catalog rows."""
 
@@ -106,6 +127,11 @@ class Settings:
     suppressions: tuple[Suppression, ...] = ()
     admins: tuple[str, ...] = ()
     channels: Mapping[str, Channel] = field(default_factory=dict)
+    # Notification kind → channel ids, as configured (kinds left out follow the defaults, see
+    # compiler.notification_kinds.channels_for).
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    delivery: DeliveryPolicy = DeliveryPolicy()
+    templates: Mapping[str, NotificationTemplate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ catalog, so `import` followed by `plan` shows no changes.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,6 +25,7 @@ from compiler.catalog import (
     Approval,
     Catalog,
     Cta,
+    DeliveryPolicy,
     GrandfatherRule,
     Page,
     Plan,
@@ -32,6 +34,7 @@ from compiler.catalog import (
     TokenPackage,
 )
 from compiler.money import plain
+from compiler.notification_templates import template_files
 from compiler.timeutil import zone
 
 
@@ -218,6 +221,12 @@ def _settings(catalog: Catalog) -> dict[str, Any]:
                 {
                     "admins": list(settings.admins),
                     "channels": {cid: {"type": c.type, **c.settings} for cid, c in settings.channels.items()},
+                    "routes": {kind: list(ids) for kind, ids in settings.routes.items()},
+                    "delivery": {
+                        k: v
+                        for k, v in dataclasses.asdict(settings.delivery).items()
+                        if v != getattr(DeliveryPolicy(), k)
+                    },
                 }
             ),
         }
@@ -635,4 +644,5 @@ def catalog_files(catalog: Catalog) -> dict[str, str]:
         files.update(promotion_files(promo))
     for page in catalog.pages.values():
         files[f"content/{page.id}.yaml"] = page_file(page)
+    files.update(template_files(catalog.settings.templates))
     return files

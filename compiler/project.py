@@ -19,6 +19,7 @@ from compiler.catalog import Catalog, Feature, Page, Plan, Promotion, TokenRules
 from compiler.context import BuildContext
 from compiler.diagnostics import Diagnostic, Diagnostics, Severity
 from compiler.document_cache import CheckedFile, DocumentCache
+from compiler.notification_templates import load_templates
 from compiler.promotion_checks import check_promotions
 from compiler.schema_check import validate_document
 from compiler.yaml_loader import LoadedDocument, YamlLoadError, decode_text, load_yaml_text, read_config_bytes
@@ -216,6 +217,10 @@ def compile_config(root: Path, *, cache: bool = False) -> CompileResult:
             "files.two-settings", "both tariff.yaml and tariff.yml exist", file=root.name, hint="keep one"
         )
     project = build_settings(ctx, settings_docs[0])
+    templates = load_templates(root, ctx.diagnostics, required=bool(project.settings.channels))
+    project = dataclasses.replace(
+        project, settings=dataclasses.replace(project.settings, templates=templates)
+    )
     catalog = _build_catalog(ctx, project, documents)
     payment_rules = build_payment_rules(ctx, settings_docs[0], project.currencies, project.settings.channels)
     check_downgrade_plan(ctx, settings_docs[0], payment_rules, catalog.plans)

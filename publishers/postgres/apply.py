@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from compiler.catalog import Catalog
 from compiler.diagnostics import Severity
 from compiler.diff import Impact
+from compiler.notification_kinds import channels_for
 from database.connection import quote_schema
 from database.migrate import advisory_key
 from database.promo_codes import SyncResult, sync_code_batches
@@ -263,21 +264,28 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
         ),
         {"now": now, "rev": result.revision_id},
     ).rowcount
+    channels = _customer_channels(target)
+    if not channels:
+        return  # price_change is routed nowhere: customers are not written to
     result.notifications = conn.execute(
         sa.text(
             f"INSERT INTO {s}.notifications (kind, customer_id, channel, payload, "
             "idempotency_key, next_attempt_at) "
-            "SELECT 'price_change', a.customer_id, :channel, jsonb_build_object('revision', :rev, 'items', "
+            "SELECT 'price_change', n.customer_id, ch.id, n.payload, "
+            "n.key || CASE WHEN ch.ord = 1 THEN '' ELSE ':' || ch.id END, n.due "
+            "FROM (SELECT a.customer_id, jsonb_build_object('revision', :rev, 'items', "
             "jsonb_agg(jsonb_build_object('subscription', a.subscription_id, 'plan', a.plan_id, "
             "'cycle', a.cycle, "
             "'currency', a.currency, 'old_amount_minor', a.from_minor, 'new_amount_minor', a.new_minor, "
-            "'direction', a.direction, 'effective_at', a.effective_at) ORDER BY a.subscription_id)), "
-            "'price-change:' || :rev || ':' || a.customer_id, "
+            "'direction', a.direction, 'effective_at', a.effective_at) ORDER BY a.subscription_id)) "
+            "AS payload, "
+            "'price-change:' || :rev || ':' || a.customer_id AS key, "
             "greatest(CAST(:now AS timestamptz), min(a.effective_at - make_interval(days => a.notice_days))) "
-            "FROM tariff_affected a WHERE a.effective_at IS NOT NULL GROUP BY a.customer_id "
+            "AS due FROM tariff_affected a WHERE a.effective_at IS NOT NULL GROUP BY a.customer_id) n "
+            "CROSS JOIN unnest(CAST(:channels AS text[])) WITH ORDINALITY AS ch(id, ord) "
             "ON CONFLICT (idempotency_key) DO NOTHING"
         ),
-        {"now": now, "rev": result.revision_id, "channel": _customer_channel(target)},
+        {"now": now, "rev": result.revision_id, "channels": list(channels)},
     ).rowcount
     if conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {s}.mandates WHERE status = 'active')")).scalar():
         assert result.revision_id is not None
@@ -286,12 +294,14 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
         )
 
 
-def _customer_channel(catalog: Catalog) -> str:
-    """Price-change notices go to customers by e-mail: the first SMTP channel, else the name `email`."""
-    for channel in catalog.settings.channels.values():
-        if channel.type == "smtp":
-            return channel.id
-    return "email"
+def _customer_channels(catalog: Catalog) -> tuple[str, ...]:
+    """Where price-change notices go: tariff.yaml `notifications.routes`, else the first SMTP channel
+    (`email` when none is configured, so the notice is queued until one is). The first channel's row
+    keeps the key `price-change:<revision>:<customer>`; further channels append `:<channel>`."""
+    settings = catalog.settings
+    if not settings.channels and "price_change" not in settings.routes:
+        return ("email",)
+    return channels_for("price_change", settings.channels, settings.routes)
 
 
 def _verify(conn: Connection, schema: str, target: Catalog) -> None:

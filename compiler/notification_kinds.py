@@ -1,0 +1,136 @@
+"""The notification kinds Tariff writes to its outbox: who reads each, and what its template may use.
+
+The outbox row's payload is what the writer stored (apply, tick, the ledger, payments); delivery turns it
+into these variables (publishers.notify.context), so templates never depend on a payload's raw shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from compiler.catalog import Channel
+
+Audience = Literal["customer", "admins"]
+
+COMMON_VARIABLES: Mapping[str, str] = {
+    "project_name": "The product's name (tariff.yaml `name`, else `project`).",
+    "customer": "The customer: `customer.id`, `customer.email` (empty for admin notifications).",
+    "kind": "The notification kind.",
+    "notification_id": "The outbox row id.",
+}
+PRICE_ITEM = (
+    "Each subscription concerned: `plan`, `plan_name`, `cycle`, `old_price`, `new_price`, "
+    "`effective_date`, `direction` (`increase`, `decrease`)."
+)
+FIRST_ITEM = "Of the first subscription in `items` (most customers have one)."
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    audience: Audience
+    summary: str
+    variables: Mapping[str, str]
+
+
+KINDS: Mapping[str, KindSpec] = {
+    "price_change": KindSpec(
+        "customer",
+        "A price the customer pays will change (written by apply's grandfathering).",
+        {
+            "items": PRICE_ITEM,
+            "plan_name": FIRST_ITEM,
+            "old_price": "The price paid now, formatted in the customer's locale. " + FIRST_ITEM,
+            "new_price": "The price from the effective date, formatted. " + FIRST_ITEM,
+            "effective_date": "The day the new price applies, spelled out. " + FIRST_ITEM,
+            "direction": "`increase` or `decrease`. " + FIRST_ITEM,
+        },
+    ),
+    "grandfathering_executed": KindSpec(
+        "customer",
+        "A scheduled price move has now been applied to the customer's subscription.",
+        {
+            "items": PRICE_ITEM,
+            "plan_name": FIRST_ITEM,
+            "old_price": "The price paid until now, formatted. " + FIRST_ITEM,
+            "new_price": "The price paid from now on, formatted. " + FIRST_ITEM,
+            "effective_date": "The day it applied, spelled out. " + FIRST_ITEM,
+            "direction": "`increase` or `decrease`. " + FIRST_ITEM,
+        },
+    ),
+    "low_balance": KindSpec(
+        "customer",
+        "The customer's AI-credit balance fell below a threshold of their allowance.",
+        {
+            "balance": "Credits left, formatted.",
+            "allowance": "The period's allowance in credits, formatted.",
+            "threshold_percent": "The threshold crossed, in percent.",
+        },
+    ),
+    "tokens_expired": KindSpec(
+        "customer",
+        "Unused credits of a grant expired.",
+        {
+            "credits": "Credits that expired, formatted.",
+            "expired_date": "When they expired, spelled out.",
+        },
+    ),
+    "promotion_started": KindSpec(
+        "admins",
+        "A promotion's window opened.",
+        {
+            "promotion": "The promotion id.",
+            "promotion_name": "Its name (the id when it has none).",
+            "starts_date": "When it started, spelled out.",
+            "ends_date": "When it ends, spelled out (empty for no end).",
+        },
+    ),
+    "promotion_ended": KindSpec(
+        "admins",
+        "A promotion's window closed.",
+        {
+            "promotion": "The promotion id.",
+            "promotion_name": "Its name (the id when it has none).",
+            "starts_date": "When it started, spelled out.",
+            "ends_date": "When it ended, spelled out.",
+        },
+    ),
+    "payment_failed": KindSpec(
+        "customer",
+        "A payment for the customer's subscription or package failed.",
+        {
+            "amount": "The amount that failed, formatted.",
+            "plan_name": "The plan or package paid for (empty when unknown).",
+            "reason": "The payment provider's reason, as text.",
+            "retry_date": "When the payment is tried again, spelled out (empty for never).",
+        },
+    ),
+}
+
+
+def variables_of(kind: str) -> Mapping[str, str]:
+    return {**COMMON_VARIABLES, **KINDS[kind].variables}
+
+
+def channels_for(
+    kind: str,
+    channels: Mapping[str, Channel],
+    routes: Mapping[str, Sequence[str]],
+    low_balance_channels: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """The channel ids a notification of `kind` is written for.
+
+    Configured `routes` win; low_balance then follows the token rules' `low_balance_alerts.channels`.
+    Otherwise customers are written to by the first SMTP channel, and admin events go to every webhook
+    (or, with none, to the admins by the first SMTP channel).
+    """
+    if kind in routes:
+        return tuple(routes[kind])
+    if kind == "low_balance" and low_balance_channels:
+        return tuple(low_balance_channels)
+    smtp = [c.id for c in channels.values() if c.type == "smtp"]
+    if KINDS.get(kind, KINDS["price_change"]).audience == "customer":
+        return tuple(smtp[:1])
+    webhooks = tuple(c.id for c in channels.values() if c.type == "webhook")
+    return webhooks or tuple(smtp[:1])
