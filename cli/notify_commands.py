@@ -27,7 +27,7 @@ notify_app = typer.Typer(
 )
 
 
-def _catalog(config: Path) -> Catalog:
+def compiled_catalog(config: Path) -> Catalog:
     from compiler.project import compile_config
 
     result = compile_config(config)
@@ -83,7 +83,7 @@ def notify_send(
     from database.errors import DatabaseError
     from publishers.notify.deliver import deliver_due
 
-    catalog = _catalog(config)
+    catalog = compiled_catalog(config)
     at = _parse_now(now, catalog.timezone)
     session = open_session(config, env, database_url, stderr_console(), settings=catalog.settings)
     try:
@@ -225,7 +225,7 @@ def notify_preview(
 
     if kind not in KINDS:
         raise CommandError(f"unknown notification kind {kind!r}", fix=f"use one of: {', '.join(KINDS)}")
-    catalog = _catalog(config)
+    catalog = compiled_catalog(config)
     notification_id = 0
     if customer is None:
         payload: dict[str, Any] = sample_payload(catalog, kind)

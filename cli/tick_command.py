@@ -6,14 +6,18 @@ runs serialise in the database.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.errors import CommandError
 from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption
 from cli.output import print_json, stderr_console, stdout_console
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def tick(
@@ -30,21 +34,33 @@ def tick(
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
     format_: OutputFormatOption = OutputFormat.text,
+    send: Annotated[
+        bool,
+        typer.Option(
+            "--send/--no-send",
+            help="Deliver due notifications after the automation (what `tariff notify send` does).",
+        ),
+    ] = True,
 ) -> None:
     """Run the scheduled automation once: renew and roll over allowances, expire grants and boosts, send
-    low-balance alerts, queue package renewals, announce promotions and execute due price migrations.
+    low-balance alerts, queue package renewals, announce promotions, execute due price migrations, remind
+    failed payments (dunning), fold usage rollups, raise usage-anomaly alerts, then deliver due notifications.
 
     Idempotent: running it again (or two at once) changes nothing more. Run it every few minutes.
     """
     import sqlalchemy as sa
 
+    from analytics.anomalies import raise_anomaly_alerts
+    from analytics.rollups import refresh_usage_rollups
     from cli.session import open_session
     from compiler.timeutil import parse_timestamp
-    from database.automation import describe, run_tick
+    from database.automation import STEPS, describe, run_tick
     from database.connection import quote_schema
     from database.errors import DatabaseError
 
     session = open_session(config, env, database_url, stderr_console())
+    # Reporting steps live above the database layer, so they join the list here rather than in STEPS.
+    steps = (*STEPS, ("usage_rollups", refresh_usage_rollups), ("anomalies", raise_anomaly_alerts))
     try:
         with session.engine.begin() as conn:
             zone = str(
@@ -56,7 +72,11 @@ def tick(
                 raise CommandError(
                     f"--now: {exc}", fix="write e.g. 2026-12-01T00:05 or 2026-12-01T00:05Z"
                 ) from exc
-            summary = run_tick(conn, session.schema, at=at)
+            summary = run_tick(conn, session.schema, at=at, steps=steps)
+        # Delivery runs after the tick commits, so what tick queued goes out in this same run, and no
+        # transaction is open while messages are on the wire.
+        if send:
+            summary["steps"]["notifications"] = _deliver(session.engine, session.schema, at, config)
     except DatabaseError as exc:
         raise CommandError(exc.message, exc.fix) from exc
     finally:
@@ -67,3 +87,20 @@ def tick(
     console = stdout_console()
     for line in describe(summary):
         console.print(line, markup=False)
+
+
+def _deliver(engine: Engine, schema: str, at: datetime | None, config: Path) -> dict[str, Any]:
+    """Send due notifications with the channels and templates of the config; the automation has committed
+    by now, so a config that does not compile skips delivery (with a warning) instead of undoing the tick."""
+    from cli.notify_commands import compiled_catalog
+    from publishers.notify.deliver import deliver_due
+
+    try:
+        catalog = compiled_catalog(config)
+    except CommandError as exc:
+        stderr_console().print(
+            f"warning: notifications not sent: {exc.message}; fix it, then run `tariff notify send`",
+            markup=False,
+        )
+        return {"skipped": exc.message}
+    return deliver_due(engine, schema, at, catalog=catalog)

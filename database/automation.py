@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from database.connection import quote_schema
 from database.ledger import translate_error
+from database.payments import run_dunning
 
 Summary = dict[str, Any]
 TickStep = Callable[[Connection, str, datetime], Summary]
@@ -57,6 +58,8 @@ STEPS: tuple[tuple[str, TickStep], ...] = (
     ("promotions", sql_step("tick_promotions")),
     # grandfathering moves that are due → subscription on its new price version + `price_migrated` notice
     ("price_migrations", sql_step("tick_price_migrations")),
+    # failed payments due a reminder → `payment_failed` notice; lapsed grace → past_due, downgrade
+    ("dunning", run_dunning),
 )
 
 

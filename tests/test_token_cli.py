@@ -102,7 +102,9 @@ def test_tick_command_is_idempotent(cli: Run, pg_url: str, tmp_path: Path) -> No
     app.command("noop")(lambda: None)  # two commands, so typer keeps `tick` as a subcommand
 
     def run(*args: str) -> Any:
-        result = CliRunner().invoke(app, ["tick", *args, "--config", str(tmp_path), "--database-url", pg_url])
+        result = CliRunner().invoke(
+            app, ["tick", "--no-send", *args, "--config", str(tmp_path), "--database-url", pg_url]
+        )
         assert result.exit_code == 0, result.output + repr(result.exception)
         return result
 

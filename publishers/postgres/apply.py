@@ -265,6 +265,15 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
         {"now": now, "rev": result.revision_id},
     ).rowcount
     channels = _customer_channels(target)
+    if conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {s}.mandates WHERE status = 'active')")).scalar():
+        assert result.revision_id is not None
+        result.payu_actions = record_actions(
+            conn,
+            s,
+            {**moves_params(moves), "now": now},
+            result.revision_id,
+            channels[0] if channels else "email",
+        )
     if not channels:
         return  # price_change is routed nowhere: customers are not written to
     result.notifications = conn.execute(
@@ -287,11 +296,6 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
         ),
         {"now": now, "rev": result.revision_id, "channels": list(channels)},
     ).rowcount
-    if conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {s}.mandates WHERE status = 'active')")).scalar():
-        assert result.revision_id is not None
-        result.payu_actions = record_actions(
-            conn, s, {**moves_params(moves), "now": now}, result.revision_id, _customer_channel(target)
-        )
 
 
 def _customer_channels(catalog: Catalog) -> tuple[str, ...]:
