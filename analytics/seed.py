@@ -311,6 +311,16 @@ SELECT customer_id, model_id, 'demo-req-' || row_number() OVER (ORDER BY created
   FROM seed_usage_capped
 """
 
+# Every writer of token_usage queues its rows for the analytics rollups (see refresh_usage_rollups()).
+_QUEUE_USAGE = """
+INSERT INTO usage_rollup_queue (customer_id, model_id, local_hour, first_at, requests, input_tokens,
+                                output_tokens, credits, cost, cost_currency)
+SELECT customer_id, model_id, date_trunc('hour', local_at), min(created_at), count(*), sum(input_tokens),
+       sum(output_tokens), sum(credits), sum(cost), cost_currency
+  FROM seed_usage_capped
+ GROUP BY customer_id, model_id, date_trunc('hour', local_at), cost_currency
+"""
+
 _INSERT_DAILY = """
 INSERT INTO token_usage_daily AS d (day, customer_id, model_id, request_type, requests, input_tokens,
                                     output_tokens, credits, cost, cost_currency)
@@ -604,6 +614,7 @@ def seed(
     run(_CAPPED)
     conn.execute(sa.text("ANALYZE seed_usage_capped"))
     run(_INSERT_USAGE)
+    run(_QUEUE_USAGE)
     run(_INSERT_DAILY)
     step("usage")
     run(_GRANTS)

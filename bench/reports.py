@@ -107,7 +107,7 @@ def _setup(engine: Engine, usage_target: int, payment_target: int) -> dict[str, 
         more_usage = max(0, usage_target - seeded.usage_records)
         conn.execute(sa.text(_MORE_USAGE), {**params, "n": more_usage})
         conn.execute(sa.text(_MORE_PAYMENTS), {**params, "n": max(0, payment_target - seeded.payments)})
-        # The bulk load skipped triggers: queue the new rows exactly as the statement trigger would.
+        # Queue the new rows for the rollups, as every writer of token_usage does.
         conn.execute(
             sa.text(
                 """INSERT INTO usage_rollup_queue (customer_id, model_id, local_hour, first_at, requests,

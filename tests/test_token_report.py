@@ -152,3 +152,34 @@ def test_a_refresh_never_takes_uncommitted_usage_and_never_counts_twice(ledger: 
         assert refresh_usage_rollups(conn, S) == {"usage_rollup_rows": 1}
         assert refresh_usage_rollups(conn, S) == {"usage_rollup_rows": 0}
     assert row_of(tokens(ledger, MARCH), "summary")["requests"] == 5
+
+
+def test_admitted_and_committed_requests_reach_the_report_and_refusals_do_not(ledger: Engine) -> None:
+    import sqlalchemy as sa
+
+    from tests.analytics_support import at
+    from tests.ledger_support import S
+
+    before = row_of(tokens(ledger, MARCH), "summary")
+    with ledger.begin() as conn:
+        customer(conn, "c", "IN")  # no credits: refused
+        states(conn, "sc", "c", [("pro", "monthly", "INR", "active", 149900, "2026-01-01 00:00", None)])
+        conn.execute(
+            sa.text(
+                f"SELECT {S}.grant_tokens('a', 1000, 'package', p_reason => 'test', p_actor => 'test', p_at => :at)"
+            ),
+            {"at": at("2026-03-25 09:00")},
+        )
+
+        def call(sql: str, **params: object) -> dict[str, object]:
+            return dict(conn.execute(sa.text(f"SELECT {S}.{sql}"), params).scalar_one())
+
+        consumed = call("consume('a', 'gpt-4o', 1000, 1000, 'adm-1', p_at => :at)", at=at("2026-03-25 10:05"))
+        held = call("reserve('a', 'gpt-4o', 2000, 2000, 'adm-2', p_at => :at)", at=at("2026-03-25 10:06"))
+        settled = call("commit('adm-2', 1000, 500, p_at => :at)", at=at("2026-03-25 10:07"))
+        refused = call("consume('c', 'gpt-4o', 1000, 1000, 'adm-3', p_at => :at)", at=at("2026-03-25 10:08"))
+    assert consumed["allowed"] and held["allowed"] and not refused["allowed"]
+    after = row_of(tokens(ledger, MARCH), "summary")
+    assert after["requests"] == before["requests"] + 2
+    assert after["credits"] == before["credits"] + consumed["credits"] + settled["charged"]  # type: ignore[operator]
+    assert after["tokens"] == before["tokens"] + 2000 + 1500  # type: ignore[operator]
