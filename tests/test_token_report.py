@@ -181,5 +181,5 @@ def test_admitted_and_committed_requests_reach_the_report_and_refusals_do_not(le
     assert consumed["allowed"] and held["allowed"] and not refused["allowed"]
     after = row_of(tokens(ledger, MARCH), "summary")
     assert after["requests"] == before["requests"] + 2
-    assert after["credits"] == before["credits"] + consumed["credits"] + settled["charged"]  # type: ignore[operator]
-    assert after["tokens"] == before["tokens"] + 2000 + 1500  # type: ignore[operator]
+    assert after["credits"] == before["credits"] + consumed["credits"] + settled["charged"]
+    assert after["tokens"] == before["tokens"] + 2000 + 1500
