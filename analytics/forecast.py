@@ -1,8 +1,9 @@
 """Forecasts of daily token consumption and revenue, with the error they made on their own recent past.
 
 Series come from SQL aggregates of small tables (token_usage_daily, payments by day); the model is an
-exponential-smoothing state-space model (statsmodels ETSModel: additive error, damped additive trend,
-additive weekly seasonality), which gives prediction intervals that widen with the horizon. Each forecast is
+exponential-smoothing state-space model (statsmodels ETSModel: additive error, an additive trend, damped or
+not, and weekly seasonality, additive or multiplicative, chosen by AICc), which gives prediction intervals
+that widen with the horizon. Each forecast is
 back-tested by rolling origin: refit on the history up to an earlier day, forecast the following window,
 compare with what happened, several times; MAE, MAPE and the interval's coverage say how far to trust it.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,26 +63,50 @@ class Forecast:
     method: str
 
 
-def _fit_predict(series: pd.Series, horizon: int, level: float) -> pd.DataFrame:
+# Candidate models, chosen per series by AICc (as R's forecast::ets does): additive error and weekly
+# seasonality with a damped or a straight trend, and, for series that never touch zero, multiplicative
+# seasonality: a weekday pattern that grows with the level, like usage with quiet weekends.
+_CANDIDATES: tuple[tuple[bool, str], ...] = ((True, "add"), (False, "add"), (True, "mul"))
+
+
+def _fit_predict(series: pd.Series, horizon: int, level: float) -> tuple[pd.DataFrame, str]:
+    """The forecast (mean, lower, upper per day) and the model that made it."""
     values = series.to_numpy(dtype=float)
     index = pd.date_range(series.index[-1] + pd.Timedelta(days=1), periods=horizon, freq="D")
     if float(np.ptp(values)) == 0.0:
         # A constant series has no variance to estimate: ETS cannot fit it, and the answer is obvious.
         flat = np.full(horizon, values[-1])
-        return pd.DataFrame({"mean": flat, "lower": flat, "upper": flat}, index=index)
+        return pd.DataFrame(
+            {"mean": flat, "lower": flat, "upper": flat}, index=index
+        ), "the last value (constant)"
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
     endog = pd.Series(values, index=pd.date_range(series.index[0], periods=len(values), freq="D"))
-    model = ETSModel(
-        endog, error="add", trend="add", damped_trend=True, seasonal="add", seasonal_periods=SEASON
-    )
+    best: tuple[float, str, Any] | None = None
     with warnings.catch_warnings():
         # Convergence chatter from the optimiser: the back-test, not a warning, says how good the fit is.
         warnings.simplefilter("ignore")
-        fitted = model.fit(disp=False)
-        frame = fitted.get_prediction(start=len(values), end=len(values) + horizon - 1).summary_frame(
-            alpha=1 - level
+        for damped, seasonal in _CANDIDATES:
+            if seasonal == "mul" and float(values.min()) <= 0.0:
+                continue
+            fitted = ETSModel(
+                endog,
+                error="add",
+                trend="add",
+                damped_trend=damped,
+                seasonal=seasonal,
+                seasonal_periods=SEASON,
+            ).fit(disp=False)
+            name = f"ETS(A,{'Ad' if damped else 'A'},{'M' if seasonal == 'mul' else 'A'})"
+            if np.isfinite(fitted.aicc) and (best is None or fitted.aicc < best[0]):
+                best = (float(fitted.aicc), name, fitted)
+        if best is None:
+            raise ValueError("no exponential-smoothing model could be fitted to the series")
+        # A multiplicative model's intervals are simulated: a fixed seed gives the same answer every run.
+        frame = best[2].get_prediction(
+            start=len(values), end=len(values) + horizon - 1, rng=np.random.default_rng(0)
         )
+        frame = frame.summary_frame(alpha=1 - level)
     result = pd.DataFrame(
         {
             "mean": frame["mean"].to_numpy(),
@@ -90,7 +116,7 @@ def _fit_predict(series: pd.Series, horizon: int, level: float) -> pd.DataFrame:
         index=index,
     )
     # Usage and revenue are never negative: an interval reaching below zero means "possibly nothing".
-    return result.clip(lower=0.0)
+    return result.clip(lower=0.0), best[1]
 
 
 def backtest(
@@ -111,7 +137,7 @@ def backtest(
         origin = n - k * window
         if origin < MIN_HISTORY_DAYS:
             continue
-        predicted = _fit_predict(series.iloc[:origin], window, level)
+        predicted, _ = _fit_predict(series.iloc[:origin], window, level)
         actual = values[origin : origin + window]
         mean = predicted["mean"].to_numpy()
         errors.extend(np.abs(actual - mean).tolist())
@@ -138,12 +164,13 @@ def forecast(series: pd.Series, horizon: int, *, level: float = DEFAULT_LEVEL) -
     if len(series) < MIN_HISTORY_DAYS:
         raise NotEnoughHistoryError(len(series), MIN_HISTORY_DAYS)
     window = min(horizon, BACKTEST_MAX_WINDOW)
+    predicted, model = _fit_predict(series, horizon, level)
     return Forecast(
         history=series,
-        predicted=_fit_predict(series, horizon, level),
+        predicted=predicted,
         level=level,
         backtest=backtest(series, window, level=level),
-        method="ETS(A,Ad,A) with weekly seasonality (statsmodels)",
+        method=f"{model} with weekly seasonality (statsmodels), chosen by AICc",
     )
 
 

@@ -112,8 +112,8 @@ def forecast(
     Shows how far off the same model was on recent weeks it had not seen (rolling-origin back-test:
     MAE, MAPE, interval coverage).
 
-    Fits exponential smoothing with a damped trend and weekly seasonality on complete days (today is
-    left out). Needs at least 28 days of history.
+    Fits exponential smoothing with a trend and weekly seasonality (the model chosen by AICc) on complete
+    days (today is left out). Needs at least 28 days of history.
     """
     from analytics.forecast import NotEnoughHistoryError, parse_horizon, today_in
     from analytics.forecast_report import NoRevenueError, build_forecast_report

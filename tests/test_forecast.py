@@ -74,7 +74,7 @@ def test_backtest_is_rolling_origin_mae_mape_and_coverage_as_defined() -> None:
     assert result is not None
     errors, percentages, inside = [], [], 0
     for origin in (84 - 42, 84 - 28, 84 - 14):
-        predicted = _fit_predict(series.iloc[:origin], 14, 0.8)
+        predicted, _ = _fit_predict(series.iloc[:origin], 14, 0.8)
         actual = series.to_numpy()[origin : origin + 14]
         errors += list(np.abs(actual - predicted["mean"].to_numpy()))
         percentages += list(np.abs(actual - predicted["mean"].to_numpy()) / np.abs(actual) * 100)
