@@ -35,15 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import os
-import platform
-import random
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +51,8 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from bench.database import bench_database, libpq  # noqa: E402
+from bench.load import Client, Throughput, run_processes  # noqa: E402
+from bench.results import CheckFailedError, Row, check, machine, print_table  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
 from database.connection import create_engine  # noqa: E402
 from database.migrate import upgrade  # noqa: E402
@@ -69,43 +66,6 @@ GRANT = 1_000_000  # credits per account: more than any run consumes
 SPREAD_TARGET, HOT_TARGET, P99_TARGET_MS = 3000.0, 800.0, 20.0
 CONSUME_SQL = "SELECT (tariff.consume(%s, 'gpt-4o', 500, 0, %s)->>'allowed')::boolean"
 FLOOR_SQL = "UPDATE bench_floor SET n = n + 1 WHERE id = %s RETURNING n"
-
-
-@dataclass
-class Row:
-    name: str
-    value: float
-    unit: str
-    target: str
-    ok: bool | None  # None: not a target
-    notes: str = ""
-
-
-@dataclass
-class Measured:
-    calls: int = 0
-    refused: int = 0
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-
-    @property
-    def rate(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
-    def percentile(self, share: float) -> float:
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000
-
-
-class CheckFailedError(Exception):
-    pass
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailedError(message)
 
 
 # -------------------------------------------------------------------------------------------- database
@@ -170,105 +130,32 @@ def server_settings(url: str) -> dict[str, str]:
 # -------------------------------------------------------------------------------------------- clients
 
 
-def _client_process(
-    url: str,
-    step: str,
-    hot: bool,
-    threads: int,
-    first_client: int,
-    seconds: float,
-    ready: Any,
-    go: Any,
-    out: Any,
-) -> None:
-    """One client process: `threads` connections, each calling in a loop until the shared deadline."""
-    lock = threading.Lock()
-    latencies: list[float] = []
-    refused = [0]
-    connected = threading.Barrier(threads + 1)
-    start = threading.Event()
-    deadline = [0.0]
-
-    def client(number: int) -> None:
-        rng = random.Random(number)
-        mine: list[float] = []
-        no = 0
-        with psycopg.connect(libpq(url), autocommit=True) as conn:
-            conn.execute("SET search_path = public")
-            connected.wait(timeout=120)
-            start.wait(timeout=300)
-            while True:
-                started = time.perf_counter()
-                if started >= deadline[0]:
-                    break
-                if step.startswith("floor"):
-                    key = ACCOUNTS if hot else rng.randrange(ACCOUNTS)
-                    conn.execute(FLOOR_SQL, (key,), prepare=True).fetchone()
-                else:
-                    customer = "hot" if hot else f"b-{rng.randint(1, ACCOUNTS)}"
-                    request = f"{step}-{number}-{len(mine)}"
-                    row = conn.execute(CONSUME_SQL, (customer, request), prepare=True).fetchone()
-                    if not (row and row[0]):
-                        no += 1
-                mine.append(time.perf_counter() - started)
-        with lock:
-            latencies.extend(mine)
-            refused[0] += no
-
-    workers = [threading.Thread(target=client, args=(first_client + n,), daemon=True) for n in range(threads)]
-    for w in workers:
-        w.start()
-    connected.wait(timeout=120)
-    ready.release()
-    start_at = go.get()  # a time.time() moment, shared by every process
-    time.sleep(max(0.0, start_at - time.time()))
-    deadline[0] = time.perf_counter() + seconds
-    start.set()
-    for w in workers:
-        w.join()
-    out.put((latencies, refused[0]))
+def call(step: str, hot: bool, conn: psycopg.Connection[Any], client: Client) -> str:
+    """One call of a client: the floor UPDATE or a consume of 1 credit (on the hot row or account, or a
+    random one)."""
+    if step == "floor":
+        key = ACCOUNTS if hot else client.rng.randrange(ACCOUNTS)
+        conn.execute(FLOOR_SQL, (key,), prepare=True).fetchone()
+        return "updated"
+    customer = "hot" if hot else f"b-{client.rng.randint(1, ACCOUNTS)}"
+    request = f"{step}{'h' if hot else 's'}-{client.number}-{client.calls}"
+    row = conn.execute(CONSUME_SQL, (customer, request), prepare=True).fetchone()
+    return "admitted" if row and row[0] else "refused"
 
 
-def run_step(url: str, step: str, hot: bool, clients: int, processes: int, seconds: float) -> Measured:
-    ctx = mp.get_context("spawn")
-    ready = ctx.Semaphore(0)
-    go: Any = ctx.Queue()
-    out: Any = ctx.Queue()
-    share = [clients // processes + (1 if n < clients % processes else 0) for n in range(processes)]
-    procs = []
-    first = 0
-    for n, threads in enumerate(share):
-        if threads == 0:
-            continue
-        p = ctx.Process(
-            target=_client_process,
-            args=(url, f"{step}{'h' if hot else 's'}{n}", hot, threads, first, seconds, ready, go, out),
-            daemon=True,
-        )
-        first += threads
-        procs.append(p)
-        p.start()
-    for _ in procs:
-        check(ready.acquire(timeout=180), "a client process did not connect")
-    start_at = time.time() + 0.2
-    for _ in procs:
-        go.put(start_at)
-    result = Measured(seconds=seconds)
-    for _ in procs:
-        latencies, refused = out.get(timeout=seconds + 300)
-        result.latencies.extend(latencies)
-        result.refused += refused
-    for p in procs:
-        p.join(timeout=60)
-    result.calls = len(result.latencies)
-    return result
+def run_step(url: str, step: str, hot: bool, clients: int, processes: int, seconds: float) -> Throughput:
+    return run_processes(
+        url, clients, processes, partial(call, step, hot), seconds, setup="SET search_path = public"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- steps
 
 
-def measure(url: str, clients: int, processes: int, seconds: float) -> tuple[list[Row], dict[str, Measured]]:
-    runs: dict[str, Measured] = {}
+def measure(
+    url: str, clients: int, processes: int, seconds: float
+) -> tuple[list[Row], dict[str, Throughput]]:
+    runs: dict[str, Throughput] = {}
     rows: list[Row] = []
     for hot in (False, True):
         where = f"one hot {'row' if hot else 'account'}" if hot else f"{ACCOUNTS:,} accounts"
@@ -297,7 +184,7 @@ def measure(url: str, clients: int, processes: int, seconds: float) -> tuple[lis
                 f"≥ {target:,.0f}",
                 consume.rate >= target,
                 f"overhead ×{floor.rate / consume.rate:.1f} vs the floor; {consume.calls:,} calls, "
-                f"{consume.refused} refused",
+                f"{consume.outcomes.get('refused', 0)} refused",
             )
         )
         rows.append(
@@ -350,8 +237,8 @@ def server_work(url: str, calls: int) -> list[Row]:
     ]
 
 
-def verify(engine: Engine, runs: dict[str, Measured]) -> None:
-    refused = runs["consume spread"].refused + runs["consume hot"].refused
+def verify(engine: Engine, runs: dict[str, Throughput]) -> None:
+    refused = sum(runs[name].outcomes.get("refused", 0) for name in ("consume spread", "consume hot"))
     check(refused == 0, f"{refused} consume calls were refused")
     calls = runs["consume spread"].calls + runs["consume hot"].calls
     with engine.begin() as conn:
@@ -374,38 +261,6 @@ def verify(engine: Engine, runs: dict[str, Measured]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- report
-
-
-def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text("utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpu = f"{os.cpu_count()} CPU(s)" + (f" ({model})" if model else "")
-    return f"{cpu}, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
-
-
-def print_table(rows: list[Row]) -> None:
-    headers = ("step", "result", "target", "", "notes")
-    lines = [
-        (
-            row.name,
-            f"{row.value:,.1f} {row.unit}".strip(),
-            row.target,
-            "-" if row.ok is None else ("ok" if row.ok else "MISSED"),
-            row.notes,
-        )
-        for row in rows
-    ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for line in lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,14 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import random
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +41,9 @@ import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from bench.database import bench_database, libpq  # noqa: E402
+from bench.database import bench_database  # noqa: E402
+from bench.load import Client, Work, run_clients  # noqa: E402
+from bench.results import CheckFailedError, Row, check, machine, print_table  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
 from database.connection import create_engine  # noqa: E402
 from database.migrate import upgrade  # noqa: E402
@@ -68,44 +65,6 @@ ITEMS = [
     '{"package": "extra-500"}',
     '{"bundle": "creator-bundle"}',
 ]
-
-
-@dataclass
-class Row:
-    name: str
-    value: float
-    unit: str
-    target: str
-    ok: bool | None  # None: not a target
-    notes: str = ""
-
-
-@dataclass
-class Throughput:
-    calls: int = 0
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    outcomes: dict[str, int] = field(default_factory=dict)
-    last: dict[str, float] = field(default_factory=dict)  # seconds from the start to each outcome's last call
-
-    @property
-    def rate(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
-    def percentile(self, share: float) -> float:
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000
-
-
-class CheckFailedError(Exception):
-    pass
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailedError(message)
 
 
 # -------------------------------------------------------------------------------------------- database
@@ -164,62 +123,9 @@ def load_customers(engine: Engine, quote_customers: int, redeem_customers: int) 
 # -------------------------------------------------------------------------------------------- clients
 
 
-def run_clients(
-    url: str,
-    clients: int,
-    work: Callable[[psycopg.Connection[Any], random.Random], str | None],
-    seconds: float,
-) -> Throughput:
-    """`clients` threads, one autocommit connection each (connected before the clock starts), calling
-    `work` until `seconds` pass or it returns None (no work left)."""
-    result = Throughput()
-    lock = threading.Lock()
-    ready = threading.Barrier(clients + 1)
-    stop_at: list[float] = [0.0]
-    clock: list[float] = [0.0]
-
-    def client(number: int) -> None:
-        rng = random.Random(number)
-        latencies: list[float] = []
-        outcomes: dict[str, int] = {}
-        last: dict[str, float] = {}
-        with psycopg.connect(libpq(url), autocommit=True) as conn:
-            ready.wait(timeout=120)
-            while time.perf_counter() < stop_at[0]:
-                started = time.perf_counter()
-                outcome = work(conn, rng)
-                if outcome is None:
-                    break
-                finished = time.perf_counter()
-                latencies.append(finished - started)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                last[outcome] = finished
-        with lock:
-            result.latencies.extend(latencies)
-            for key, n in outcomes.items():
-                result.outcomes[key] = result.outcomes.get(key, 0) + n
-            for key, moment in last.items():
-                result.last[key] = max(result.last.get(key, 0.0), moment - clock[0])
-
-    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    stop_at[0] = time.perf_counter() + 3600  # set properly once everyone is connected
-    ready.wait(timeout=120)
-    started = time.perf_counter()
-    clock[0] = started
-    stop_at[0] = started + seconds
-    for thread in threads:
-        thread.join()
-    result.seconds = time.perf_counter() - started
-    result.calls = len(result.latencies)
-    return result
-
-
-def quote_work(
-    launch_codes: list[str], customers: int
-) -> Callable[[psycopg.Connection[Any], random.Random], str | None]:
-    def work(conn: psycopg.Connection[Any], rng: random.Random) -> str:
+def quote_work(launch_codes: list[str], customers: int) -> Work:
+    def work(conn: psycopg.Connection[Any], client: Client) -> str:
+        rng = client.rng
         who = None if rng.random() < 0.2 else f"q-{rng.randint(1, customers)}"
         region = None if who else rng.choice(["IN", "US", "EU"])
         roll = rng.random()
@@ -239,11 +145,11 @@ def quote_work(
     return work
 
 
-def redeem_work(total: int) -> Callable[[psycopg.Connection[Any], random.Random], str | None]:
+def redeem_work(total: int) -> Work:
     counter = iter(range(1, total + 1))
     lock = threading.Lock()
 
-    def work(conn: psycopg.Connection[Any], rng: random.Random) -> str | None:
+    def work(conn: psycopg.Connection[Any], client: Client) -> str | None:
         with lock:
             n = next(counter, None)
         if n is None:
@@ -365,38 +271,6 @@ def bench_codes(engine: Engine, count: int) -> Row:
 
 
 # ---------------------------------------------------------------------------------------------- report
-
-
-def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text("utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpu = f"{os.cpu_count()} CPU(s)" + (f" ({model})" if model else "")
-    return f"{cpu}, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
-
-
-def print_table(rows: list[Row]) -> None:
-    headers = ("step", "result", "target", "", "notes")
-    lines = [
-        (
-            row.name,
-            f"{row.value:,.1f} {row.unit}".strip() if row.unit != "" else f"{row.value:,.0f}",
-            row.target,
-            "-" if row.ok is None else ("ok" if row.ok else "MISSED"),
-            row.notes,
-        )
-        for row in rows
-    ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for line in lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Connection, Engine  # noqa: E402
 
 from bench.database import bench_database  # noqa: E402
-from bench.promotions import CheckFailedError, Row, check, machine, print_table  # noqa: E402
+from bench.results import CheckFailedError, Row, check, machine, print_table  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
 from database.automation import STEPS, TickStep, run_tick  # noqa: E402
 from database.connection import create_engine  # noqa: E402

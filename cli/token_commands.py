@@ -10,7 +10,7 @@ user, else the login name) and the mandatory reason. Database modules are import
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -53,6 +53,15 @@ PoolArgument = Annotated[
 ]
 ReasonOption = Annotated[
     str, typer.Option("--reason", "-r", help="Why (kept in the ledger's audit trail).", show_default=False)
+]
+ExpiresOption = Annotated[
+    str | None,
+    typer.Option(
+        "--expires",
+        help="When the credits lapse: a duration (30d), a date (valid through it) or a date and time, "
+        "in the token rules' time zone. Default: never.",
+        show_default=False,
+    ),
 ]
 
 _DURATION = re.compile(
@@ -164,15 +173,7 @@ def tokens_grant(
     customer: CustomerArgument,
     amount: AmountArgument,
     reason: ReasonOption,
-    expires: Annotated[
-        str | None,
-        typer.Option(
-            "--expires",
-            help="When the credits lapse: a duration (30d), a date (valid through it) or a date and time, "
-            "in the token rules' time zone. Default: never.",
-            show_default=False,
-        ),
-    ] = None,
+    expires: ExpiresOption = None,
     reference: Annotated[
         str | None,
         typer.Option("--reference", help="Ticket or idempotency key: the same reference grants once."),
@@ -199,15 +200,13 @@ def tokens_grant(
             reference=reference,
         )
         timezone = _timezone(db)
-    if format_ is OutputFormat.json:
-        print_json(row)
-        return
-    verb = "was already granted" if row.get("replayed") else "granted"
-    until = f", expires {_when(row.get('expires_at'), timezone)}" if row.get("expires_at") else ""
-    stdout_console().print(
-        f"[green]✓[/green] {amount} credits {verb} to {escape(customer)}{escape(until)}; "
-        f"balance {row['balance']}"
-    )
+
+    def granted() -> str:
+        verb = "was already granted" if row.get("replayed") else "granted"
+        until = f", expires {_when(row.get('expires_at'), timezone)}" if row.get("expires_at") else ""
+        return f"{amount} credits {verb} to {escape(customer)}{escape(until)}; balance {row['balance']}"
+
+    _output(format_, row, granted)
 
 
 @tokens_app.command("revoke")
@@ -226,11 +225,8 @@ def tokens_revoke(
     why = _reason(reason)
     with database(config, env, database_url) as db:
         row = revoke(db.conn, db.schema, customer, amount, reason=why, actor=_actor(config))
-    if format_ is OutputFormat.json:
-        print_json(row)
-        return
-    stdout_console().print(
-        f"[green]✓[/green] {amount} credits revoked from {escape(customer)}; balance {row['balance']}"
+    _output(
+        format_, row, lambda: f"{amount} credits revoked from {escape(customer)}; balance {row['balance']}"
     )
 
 
@@ -265,10 +261,7 @@ def tokens_set_limit(
             reason=why,
             actor=_actor(config),
         )
-    if format_ is OutputFormat.json:
-        print_json(limits)
-        return
-    stdout_console().print(f"[green]✓[/green] limits of {escape(customer)}: {_limits_text(limits)}")
+    _output(format_, limits, lambda: f"limits of {escape(customer)}: {_limits_text(limits)}")
 
 
 @tokens_app.command("boost")
@@ -295,16 +288,25 @@ def tokens_boost(
     with database(config, env, database_url) as db:
         row = boost(db.conn, db.schema, customer, amount, duration, reason=why, actor=_actor(config))
         timezone = _timezone(db)
-    if format_ is OutputFormat.json:
-        print_json(row)
-        return
-    stdout_console().print(
-        f"[green]✓[/green] {amount} boost credits for {escape(customer)} until "
-        f"{_when(row.get('expires_at'), timezone)}; balance {row['balance']}"
+    _output(
+        format_,
+        row,
+        lambda: (
+            f"{amount} boost credits for {escape(customer)} until "
+            f"{_when(row.get('expires_at'), timezone)}; balance {row['balance']}"
+        ),
     )
 
 
 # ------------------------------------------------------------------------------------------- output
+
+
+def _output(format_: OutputFormat, result: Mapping[str, Any], text: Callable[[], str]) -> None:
+    """A change's result: the database's answer as JSON, or `text()` (worked out only then) after a tick."""
+    if format_ is OutputFormat.json:
+        print_json(result)
+        return
+    stdout_console().print(f"[green]✓[/green] {text()}")
 
 
 def _when(value: Any, timezone: str) -> str:
@@ -415,13 +417,14 @@ def pool_create(
         row = create_pool(
             db.conn, db.schema, pool, template, owner, reason=why, actor=_actor(config, actor), name=name
         )
-    if format_ is OutputFormat.json:
-        print_json(row)
-        return
     verb = "already exists" if row.get("replayed") else "created"
-    stdout_console().print(
-        f"[green]✓[/green] pool {escape(pool)} {verb}: template {escape(str(row['template']))}, owner "
-        f"{escape(owner)}, up to {row['max_members']} members"
+    _output(
+        format_,
+        row,
+        lambda: (
+            f"pool {escape(pool)} {verb}: template {escape(str(row['template']))}, owner {escape(owner)}, "
+            f"up to {row['max_members']} members"
+        ),
     )
 
 
@@ -461,14 +464,15 @@ def pool_add(
             daily=daily,
             monthly=monthly,
         )
-    if format_ is OutputFormat.json:
-        print_json(row)
-        return
-    member = next(m for m in row["members"] if m["customer"] == customer)
-    stdout_console().print(
-        f"[green]✓[/green] {escape(customer)} in pool {escape(pool)}: daily {_cap(member['daily'])}, "
-        f"monthly {_cap(member['monthly'])}; {len(row['members'])} of {row['max_members']} members"
-    )
+
+    def added() -> str:
+        member = next(m for m in row["members"] if m["customer"] == customer)
+        return (
+            f"{escape(customer)} in pool {escape(pool)}: daily {_cap(member['daily'])}, "
+            f"monthly {_cap(member['monthly'])}; {_members_text(row)}"
+        )
+
+    _output(format_, row, added)
 
 
 @pool_app.command("remove")
@@ -488,12 +492,8 @@ def pool_remove(
     why = _reason(reason)
     with database(config, env, database_url) as db:
         row = remove_member(db.conn, db.schema, pool, customer, reason=why, actor=_actor(config, actor))
-    if format_ is OutputFormat.json:
-        print_json(row)
-        return
-    stdout_console().print(
-        f"[green]✓[/green] {escape(customer)} removed from pool {escape(pool)}; "
-        f"{len(row['members'])} of {row['max_members']} members"
+    _output(
+        format_, row, lambda: f"{escape(customer)} removed from pool {escape(pool)}; {_members_text(row)}"
     )
 
 
@@ -502,15 +502,7 @@ def pool_grant(
     pool: PoolArgument,
     amount: AmountArgument,
     reason: ReasonOption,
-    expires: Annotated[
-        str | None,
-        typer.Option(
-            "--expires",
-            help="When the credits lapse: a duration (30d), a date (valid through it) or a date and time, "
-            "in the token rules' time zone. Default: never.",
-            show_default=False,
-        ),
-    ] = None,
+    expires: ExpiresOption = None,
     reference: Annotated[
         str | None,
         typer.Option(
@@ -538,13 +530,8 @@ def pool_grant(
             actor=_actor(config, actor),
             reference=reference,
         )
-    if format_ is OutputFormat.json:
-        print_json(row)
-        return
     verb = "was already granted" if row.get("replayed") else "granted"
-    stdout_console().print(
-        f"[green]✓[/green] {amount} credits {verb} to pool {escape(pool)}; balance {row['balance']}"
-    )
+    _output(format_, row, lambda: f"{amount} credits {verb} to pool {escape(pool)}; balance {row['balance']}")
 
 
 @pool_app.command("show")
@@ -571,6 +558,10 @@ def pool_show(
 
 def _cap(value: Any) -> str:
     return "no cap" if value is None else str(value)
+
+
+def _members_text(pool: Mapping[str, Any]) -> str:
+    return f"{len(pool['members'])} of {pool['max_members']} members"
 
 
 def _print_pool(console: Console, summary: Mapping[str, Any]) -> None:

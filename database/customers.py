@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from compiler.money import Currency
 from database.connection import quote_schema
 from database.errors import DatabaseError
+from database.sql_errors import refusal, translate
 
 SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "canceled", "expired")
 DEFAULT_LIST_LIMIT = 100
@@ -279,28 +280,24 @@ def _call(conn: Connection, query: sa.TextClause, params: dict[str, Any], custom
 
 def translate_error(exc: DBAPIError, customer_id: str | None = None) -> Exception:
     """The SQL functions' errors as CustomerErrors (message and HINT kept); anything else unchanged."""
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None)
-    diag = getattr(orig, "diag", None)
-    message = getattr(diag, "message_primary", None) or str(orig).strip().splitlines()[0]
-    hint = getattr(diag, "message_hint", None)
-    if sqlstate == "23503" and message.startswith("unknown customer") and customer_id is not None:
+    raised = refusal(exc)
+    state, message = raised.sqlstate, raised.message
+    if state == "23503" and message.startswith("unknown customer") and customer_id is not None:
         return UnknownCustomerError(customer_id)
-    if sqlstate == "23503":
-        return UnknownReferenceError(message, hint, sqlstate)
-    if sqlstate == "23505" or (sqlstate == "22023" and "does not change plans or prices" in message):
-        return SubscriptionConflictError(
-            message,
-            hint or "a subscription's plan and price change only through Tariff's price migrations",
-            sqlstate,
+    if state == "23505" or (state == "22023" and "does not change plans or prices" in message):
+        return raised.as_error(
+            SubscriptionConflictError,
+            "a subscription's plan and price change only through Tariff's price migrations",
         )
-    if sqlstate in ("22023", "23514", "22007", "22008"):
-        return InvalidValueError(message, hint, sqlstate)
-    if sqlstate == "P0002":
-        return NoPriceError(
-            message, hint or "publish a price for it in the config with `tariff apply`", sqlstate
-        )
-    return exc
+    if state == "P0002":
+        return raised.as_error(NoPriceError, "publish a price for it in the config with `tariff apply`")
+    return translate(
+        exc,
+        {
+            "23503": UnknownReferenceError,
+            **dict.fromkeys(("22023", "23514", "22007", "22008"), InvalidValueError),
+        },
+    )
 
 
 def _subscriptions(

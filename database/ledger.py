@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from database.connection import quote_schema
 from database.customers import UnknownCustomerError
 from database.errors import DatabaseError
+from database.sql_errors import refusal, translate
 
 Row = dict[str, Any]
 
@@ -400,19 +401,16 @@ def _call(conn: Connection, query: str, params: dict[str, Any], customer: str | 
 
 def translate_error(exc: DBAPIError, customer: str | None = None) -> Exception:
     """The ledger functions' errors as LedgerErrors (message and HINT kept); anything else unchanged."""
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None)
-    diag = getattr(orig, "diag", None)
-    message = getattr(diag, "message_primary", None) or str(orig).strip().splitlines()[0]
-    hint = getattr(diag, "message_hint", None)
-    if sqlstate == "23503" and message.startswith("unknown customer") and customer is not None:
+    raised = refusal(exc)
+    if raised.sqlstate == "23503" and raised.message.startswith("unknown customer") and customer is not None:
         return UnknownCustomerError(customer)
-    if sqlstate in ("23503", "P0002"):
-        return UnknownLedgerReferenceError(message, hint, sqlstate)
-    if sqlstate == "23505":
-        return LedgerConflictError(message, hint, sqlstate)
-    if sqlstate == "23514":
-        return LedgerLimitError(message, hint, sqlstate)
-    if sqlstate in ("22023", "22007", "22008", "22P02"):
-        return LedgerError(message, hint, sqlstate)
-    return exc
+    return translate(
+        exc,
+        {
+            "23503": UnknownLedgerReferenceError,
+            "P0002": UnknownLedgerReferenceError,
+            "23505": LedgerConflictError,
+            "23514": LedgerLimitError,
+            **dict.fromkeys(("22023", "22007", "22008", "22P02"), LedgerError),
+        },
+    )

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from database.connection import quote_schema
 from database.errors import DatabaseError
+from database.sql_errors import translate
 
 Row = dict[str, Any]
 PAYMENT_STATUSES = ("pending", "success", "failure", "expired", "partially_refunded", "refunded")
@@ -39,13 +40,10 @@ def _call(conn: Connection, query: str, params: dict[str, Any]) -> Row:
         with conn.begin_nested():
             result = conn.execute(sa.text(query), params).scalar_one()
     except DBAPIError as exc:
-        orig = exc.orig
-        diag = getattr(orig, "diag", None)
-        sqlstate = getattr(orig, "sqlstate", None)
-        if sqlstate is None or sqlstate[:2] in ("08", "53", "57", "58", "XX"):
+        error = translate(exc, PaymentError)
+        if error is exc:
             raise
-        message = getattr(diag, "message_primary", None) or str(orig).strip().splitlines()[0]
-        raise PaymentError(message, getattr(diag, "message_hint", None), sqlstate) from exc
+        raise error from exc
     return cast(Row, result)
 
 

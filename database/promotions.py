@@ -28,6 +28,7 @@ from compiler.money import Currency
 from database.connection import quote_schema
 from database.errors import DatabaseError
 from database.promo_codes import normalize_code, same_code
+from database.sql_errors import refusal, translate
 
 MAX_CODES = 10
 NOT_STACKABLE = "not_stackable_with:"
@@ -748,22 +749,12 @@ def _call(conn: Connection, sql: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def _translate(exc: DBAPIError) -> Exception:
     """The SQL functions' errors as PromotionErrors (message and HINT kept); anything else unchanged."""
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None)
-    diag = getattr(orig, "diag", None)
-    message = getattr(diag, "message_primary", None) or str(orig).strip().splitlines()[0]
-    hint = getattr(diag, "message_hint", None)
-    kinds: dict[str, type[PromotionError]] = {
-        "23503": UnknownReferenceError,
-        "22023": InvalidRequestError,
-        "23505": IdempotencyConflictError,
-    }
-    if sqlstate == "P0002":
-        kind: type[PromotionError] = UnknownRedemptionError if "redemption" in message else NoPriceError
-        return kind(message, hint, sqlstate)
-    if sqlstate in kinds:
-        return kinds[sqlstate](message, hint, sqlstate)
-    return exc
+    raised = refusal(exc)
+    if raised.sqlstate == "P0002":
+        return raised.as_error(UnknownRedemptionError if "redemption" in raised.message else NoPriceError)
+    return translate(
+        exc, {"23503": UnknownReferenceError, "22023": InvalidRequestError, "23505": IdempotencyConflictError}
+    )
 
 
 def _of_promotion(s: str, promotion: str) -> str:

@@ -4,6 +4,7 @@ hold under concurrency (many threads, each on its own connection, released toget
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from database.promotions import (
@@ -428,3 +430,84 @@ def test_reversals_racing_redemptions_never_overshoot(limited: Engine) -> None:
         == ledger
     )
     assert count(limited, "SELECT sum(cap) FROM {s}.promotion_usage WHERE promotion_id = 'limited'") == 15
+
+
+def _backend_pid(conn: Connection) -> int:
+    pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    conn.commit()
+    return int(pid)
+
+
+def _blocked_by(engine: Engine, pid: int, holders: set[int]) -> int:
+    """Which of `holders` (backend pids) the backend `pid` waits for, once it waits for one."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with engine.begin() as conn:
+            blockers = conn.execute(sa.text("SELECT pg_blocking_pids(:p)"), {"p": pid}).scalar_one()
+        found = {int(b) for b in blockers} & holders
+        if found:
+            return found.pop()
+        time.sleep(0.02)
+    raise AssertionError(f"backend {pid} never waited for any of {holders}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="redeem() of migration 0006 keeps the lock of a slot it waited for and found full; "
+    "fixed by the redeem() of a later migration",
+)
+def test_a_redeemer_keeps_no_lock_on_a_slot_it_found_full(engine: Engine, tmp_path: Path) -> None:
+    """A redeemer waits for a slot held by a checkout in flight, which then fills it. Moving on to wait for
+    another slot, it must not hold the full one: a reversal, which locks every slot in slot order, would
+    deadlock with it (seen as test_reversals_racing_redemptions_never_overshoot failing now and then)."""
+    two = LIMITED.replace("max_redemptions: 15", "max_redemptions: 2")  # slots 0 and 1 have room, 1 each
+    publish(engine, scenario_config(tmp_path, {"limited": two}))
+    customers(engine, "a", "b", "late", country="IN")
+    separate = sa.create_engine(engine.url, poolclass=NullPool)
+    try:
+        with separate.connect() as a, separate.connect() as b, separate.connect() as late:
+            pid = {name: _backend_pid(conn) for name, conn in (("a", a), ("b", b), ("late", late))}
+            for name, conn in (("a", a), ("b", b)):  # two checkouts in flight, each holding one slot
+                conn.begin()
+                assert redeem(
+                    conn,
+                    SCHEMA,
+                    PRO_MONTHLY,
+                    customer_id=name,
+                    idempotency_key=name,
+                    codes=["LIMITED25"],
+                    at=LAUNCH,
+                ).ok
+            result: list[Redemption] = []
+            waiting = threading.Thread(
+                target=lambda: result.append(r(late, "late", "late", codes=["LIMITED25"]))
+            )
+            waiting.start()
+            holders = {pid["a"]: ("a", a), pid["b"]: ("b", b)}
+            first, first_conn = holders.pop(_blocked_by(engine, pid["late"], set(holders)))
+            first_conn.commit()  # its slot is full now
+            _blocked_by(engine, pid["late"], set(holders))  # `late` waits for the other slot
+            with engine.begin() as conn:
+                slot = conn.execute(
+                    sa.text(f"SELECT usage_slot FROM {SCHEMA}.redemptions WHERE idempotency_key = :k"),
+                    {"k": first},
+                ).scalar_one()
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        sa.text(
+                            f"SELECT 1 FROM {SCHEMA}.promotion_usage "
+                            "WHERE promotion_id = 'limited' AND slot = :s FOR UPDATE NOWAIT"
+                        ),
+                        {"s": slot},
+                    )
+                free = True
+            except OperationalError:
+                free = False
+            for _, conn in holders.values():
+                conn.commit()
+            waiting.join(timeout=60)
+        assert free, f"slot {slot}, found full, is still locked by the redeemer waiting for another one"
+        assert [x.ok for x in result] == [False] and result[0].reasons[0].reason == "limit_reached"
+    finally:
+        separate.dispose()

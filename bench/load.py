@@ -1,0 +1,179 @@
+"""Concurrent clients for the load benchmarks: threads with one autocommit connection each (as app servers
+would hold), all connected before the clock starts, calling until a deadline; in this process, or spread
+over several so the Python clients are not what limits the rate. What they measured: calls, outcomes and
+latencies, with percentiles."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from bench.database import libpq
+from bench.results import check
+
+
+@dataclass
+class Client:
+    number: int  # unique among the clients of a step
+    rng: random.Random
+    calls: int = 0  # calls it completed so far
+
+
+# One call by a client: returns its outcome ("quoted", "refused", …), or None when there is no work left.
+Work = Callable[[psycopg.Connection[Any], Client], str | None]
+
+
+@dataclass
+class Throughput:
+    calls: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)  # seconds from the start to each outcome's last call
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def percentile(self, share: float) -> float:
+        """The latency below which `share` of the calls finished, in ms."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000
+
+    def add(self, other: Throughput) -> None:
+        """Count `other`'s calls in (another process's clients, run against the same clock)."""
+        self.latencies.extend(other.latencies)
+        self.calls = len(self.latencies)
+        for key, n in other.outcomes.items():
+            self.outcomes[key] = self.outcomes.get(key, 0) + n
+        for key, moment in other.last.items():
+            self.last[key] = max(self.last.get(key, 0.0), moment)
+
+
+def run_clients(
+    url: str,
+    clients: int,
+    work: Work,
+    seconds: float,
+    *,
+    first: int = 0,
+    setup: str | None = None,
+    before_start: Callable[[], None] | None = None,
+) -> Throughput:
+    """`clients` threads (numbered from `first`), each on its own connection (which runs `setup` first),
+    calling `work` until `seconds` pass or it returns None. The clock starts once every client is connected
+    and `before_start` (if any) has returned; `seconds` of the result is the time until the last call
+    ended."""
+    result = Throughput()
+    lock = threading.Lock()
+    connected = threading.Barrier(clients + 1)
+    go = threading.Event()
+    stop_at: list[float] = [0.0]
+    clock: list[float] = [0.0]
+
+    def client(number: int) -> None:
+        me = Client(number, random.Random(number))
+        latencies: list[float] = []
+        outcomes: dict[str, int] = {}
+        last: dict[str, float] = {}
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
+            if setup is not None:
+                conn.execute(setup)
+            connected.wait(timeout=120)
+            go.wait(timeout=300)
+            while (started := time.perf_counter()) < stop_at[0]:
+                outcome = work(conn, me)
+                if outcome is None:
+                    break
+                finished = time.perf_counter()
+                latencies.append(finished - started)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                last[outcome] = finished
+                me.calls += 1
+        with lock:
+            result.latencies.extend(latencies)
+            for key, n in outcomes.items():
+                result.outcomes[key] = result.outcomes.get(key, 0) + n
+            for key, moment in last.items():
+                result.last[key] = max(result.last.get(key, 0.0), moment - clock[0])
+
+    threads = [threading.Thread(target=client, args=(first + n,), daemon=True) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    connected.wait(timeout=120)
+    if before_start is not None:
+        before_start()
+    started = time.perf_counter()
+    clock[0] = started
+    stop_at[0] = started + seconds
+    go.set()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - started
+    result.calls = len(result.latencies)
+    return result
+
+
+def _client_process(
+    url: str,
+    clients: int,
+    first: int,
+    work: Work,
+    seconds: float,
+    setup: str | None,
+    ready: Any,
+    go: Any,
+    out: Any,
+) -> None:
+    def start_together() -> None:
+        ready.release()
+        start_at = go.get()  # a time.time() moment, shared by every process
+        time.sleep(max(0.0, start_at - time.time()))
+
+    out.put(run_clients(url, clients, work, seconds, first=first, setup=setup, before_start=start_together))
+
+
+def run_processes(
+    url: str, clients: int, processes: int, work: Work, seconds: float, *, setup: str | None = None
+) -> Throughput:
+    """run_clients with the clients spread over `processes` processes, started at the same moment. `work`
+    must pickle (a module-level function, or a functools.partial of one). The rate is over `seconds`: every
+    process stops calling at its own deadline, `seconds` after the shared start."""
+    ctx = mp.get_context("spawn")
+    ready = ctx.Semaphore(0)
+    go: Any = ctx.Queue()
+    out: Any = ctx.Queue()
+    share = [clients // processes + (1 if n < clients % processes else 0) for n in range(processes)]
+    procs = []
+    first = 0
+    for threads in share:
+        if threads == 0:
+            continue
+        p = ctx.Process(
+            target=_client_process,
+            args=(url, threads, first, work, seconds, setup, ready, go, out),
+            daemon=True,
+        )
+        first += threads
+        procs.append(p)
+        p.start()
+    for _ in procs:
+        check(ready.acquire(timeout=180), "a client process did not connect")
+    start_at = time.time() + 0.2
+    for _ in procs:
+        go.put(start_at)
+    result = Throughput(seconds=seconds)
+    for _ in procs:
+        result.add(out.get(timeout=seconds + 300))
+    for p in procs:
+        p.join(timeout=60)
+    return result
