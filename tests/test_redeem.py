@@ -451,11 +451,6 @@ def _blocked_by(engine: Engine, pid: int, holders: set[int]) -> int:
     raise AssertionError(f"backend {pid} never waited for any of {holders}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redeem() of migration 0006 keeps the lock of a slot it waited for and found full; "
-    "fixed by the redeem() of a later migration",
-)
 def test_a_redeemer_keeps_no_lock_on_a_slot_it_found_full(engine: Engine, tmp_path: Path) -> None:
     """A redeemer waits for a slot held by a checkout in flight, which then fills it. Moving on to wait for
     another slot, it must not hold the full one: a reversal, which locks every slot in slot order, would
