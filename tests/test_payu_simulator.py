@@ -184,6 +184,35 @@ def test_mandate_consent_hashes_si_details(payu_sim: RunningSimulator, receiver:
     error_of(requests.post(payu_sim.url + "/_payment", data=plain, timeout=5))
     broken = checkout_form(receiver.url, "PGsi3", "1.00", si="1", si_details='{"billingAmount":"1"}')
     assert "billingCurrency" in error_of(requests.post(payu_sim.url + "/_payment", data=broken, timeout=5))
+    # PayU takes a consent only with api_version 7.
+    old_api = checkout_form(receiver.url, "PGsi4", "1.00", si="1", si_details=si)
+    assert "api_version must be 7" in error_of(
+        requests.post(payu_sim.url + "/_payment", data=old_api, timeout=5)
+    )
+
+
+def test_refuse_control_answers_refunds_with_payu_error_codes(
+    payu_sim: RunningSimulator, receiver: Receiver
+) -> None:
+    from publishers.payu.client import PayUClient
+    from publishers.payu.errors import PayUError
+
+    paid = pay(payu_sim, receiver.url, "PGrefuse")
+    client = PayUClient(payu_sim.url, payu_sim.credentials, timeout=3, retries=0)
+    for code in (105, 116, 214):
+        payu_sim.fail_next("refuse", command="cancel_refund_transaction", code=code)
+        try:
+            client.cancel_refund_transaction(paid["mihpayid"], f"tok{code}", Decimal("100.00"))
+        except PayUError as exc:
+            assert exc.code == str(code)
+        else:
+            raise AssertionError(f"code {code} was not refused")
+    assert payu_sim.state.snapshot()["payments"][0]["refunds"] == []
+    # Only the commands it can apply to: a bad combination is a clear 400.
+    bad = requests.post(
+        payu_sim.url + "/_sim/fail-next", json={"mode": "refuse", "command": "verify_payment"}, timeout=5
+    )
+    assert bad.status_code == 400 and "refuse applies to" in bad.json()["error"]
 
 
 def test_additional_charges_use_the_prefixed_reverse_hash(

@@ -47,11 +47,16 @@ class RunningSimulator:
         return result
 
     def fail_next(
-        self, mode: str = "503", count: int = 1, command: str | None = None, delay: float = 0
+        self,
+        mode: str = "503",
+        count: int = 1,
+        command: str | None = None,
+        delay: float = 0,
+        code: int | None = None,
     ) -> None:
-        """Make the next merchant-API calls fail, like ``POST /_sim/fail-next``."""
+        """Make the next merchant-API calls fail, like ``POST /_sim/fail-next`` (``refuse`` takes a code)."""
         self.simulator.control(
-            "fail-next", {"mode": mode, "count": count, "command": command, "delay": delay}
+            "fail-next", {"mode": mode, "count": count, "command": command, "delay": delay, "code": code}
         )
 
     def stop(self) -> None:

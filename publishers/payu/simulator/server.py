@@ -7,7 +7,8 @@ Routes
   POST /merchant/postservice.php?form=2   merchant API (verify_payment, check_payment, refunds, mandates)
   POST /_sim/pay                          finish a checkout without a browser
   POST /_sim/settle-refunds               move queued refunds to success (or failure) and send callbacks
-  POST /_sim/fail-next                    make the next merchant-API calls fail (5xx, drop, timeout, lost)
+  POST /_sim/fail-next                    make the next merchant-API calls fail (5xx, drop, timeout, lost,
+                                          decline, refuse with a PayU error code)
   POST /_sim/advance                      move the simulator's clock forward
   POST /_sim/reset                        forget everything
   GET  /_sim/state                        everything as JSON
@@ -230,11 +231,13 @@ class Simulator:
             callbacks = self.refund_callbacks(settled)
             return {"settled": [r.action() for r in settled], "callbacks": callbacks}
         if action == "fail-next":
+            code = data.get("code")
             state.fail_next(
                 str(data.get("mode") or "503"),
                 _int(data.get("count"), 1),
                 _opt(data.get("command")),
                 _float(data.get("delay"), 0.0),
+                None if code in (None, "") else _int(code, 0),
             )
             return {"pending_failures": [p.mode for p in state.fail_plans]}
         if action == "advance":
@@ -420,6 +423,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         if plan is not None and plan.mode == "timeout":
             time.sleep(plan.delay or 2.0)
+        if plan is not None and plan.mode == "refuse":
+            command = form.get("command", "")
+            if form.get("key") == sim.state.key and verify_command_hash(
+                sim.state.key, command, form.get("var1", ""), sim.state.salt, form.get("hash", "")
+            ):
+                self._json(200, sim.state.refusal(plan, command, form))
+                return
         answer = sim.api(form, decline=plan is not None and plan.mode == "decline")
         if plan is not None and plan.mode == "lost":
             self.close_connection = True  # PayU did the work; the answer never arrives
