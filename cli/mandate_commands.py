@@ -57,18 +57,19 @@ def mandates(
     if format_ is OutputFormat.json:
         print_json(_json(rows))
         return
-    table = Table(
-        "authpayuid", "customer", "subscription", "maximum", "cycle", "from", "to", "status", box=None
-    )
+    # The end date (usually years away) is in --format json; the rest fits 80 columns.
+    table = Table("authpayuid", "customer", "maximum", "cycle", "from", "status", box=None, pad_edge=False)
+    for column in table.columns:
+        column.no_wrap = True
     for r in rows:
         table.add_row(
             r["authpayuid"] or "-",
             r["customer_id"],
-            r["subscription_id"] or "-",
             _amount(r["max_amount_minor"], r["minor_units"], r["currency"]),
-            f"{r['billing_cycle']} ×{r['billing_interval']}",
+            r["billing_cycle"]
+            if r["billing_interval"] == 1
+            else f"{r['billing_cycle']} ×{r['billing_interval']}",
             _when(r["starts_on"]),
-            _when(r["ends_on"]),
             r["status"],
         )
     stdout_console().print(table)

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from publishers.payu.config import PayUConfig
 
 payu_app = typer.Typer(
-    help="PayU India: checkouts priced by Tariff, payment results and webhooks, refunds, reconciliation, the "
-    "settings of an environment and an offline PayU simulator.",
+    help="PayU India: checkouts priced by Tariff (with e-mandates), payment results and webhooks, refunds, "
+    "reconciliation, mandates and their pre-debit notices, the settings of an environment and an offline "
+    "PayU simulator.",
     no_args_is_help=True,
 )
 

@@ -214,8 +214,8 @@ def apply(
         console.print(
             f"{result.payu_actions} PayU mandate action(s) recorded (tariff payu actions): pre-debit "
             "notices go out through `tariff tick` in the window before each debit "
-            "(payments.mandates.pre_debit_notice); customers whose new price exceeds their mandate were "
-            "asked to authorise a new one."
+            "(payments.mandates.pre_debit_notice); a customer whose new price exceeds the mandate is asked "
+            "(mandate_required) to authorise a new one."
         )
 
 

@@ -54,15 +54,22 @@ DEBIT_AT = "coalesce(pa.debit_at, CAST(pa.debit_on AS timestamptz))"
 
 
 def _settle_stale(conn: Connection, s: str, at: datetime) -> dict[str, int]:
-    """Skip notices whose mandate is gone; fail those that can no longer go out 24 hours ahead."""
+    """Skip notices whose mandate is gone; fail those that can no longer go out 24 hours ahead.
+
+    Rows another sender holds are left to it (SKIP LOCKED), so concurrent runs neither wait nor deadlock.
+    """
+    open_rows = (
+        f"SELECT pa.id FROM {s}.payu_actions pa JOIN {s}.mandates m ON m.id = pa.mandate_id "
+        "WHERE pa.kind = 'pre_debit' "
+        "AND (pa.status = 'pending' OR (pa.status = 'sending' AND pa.lease_until <= :at)) AND "
+    )
     skipped = conn.execute(
         sa.text(
             f"UPDATE {s}.payu_actions pa SET status = 'skipped', done_at = :at, lease_token = NULL, "
             "lease_until = NULL, detail = 'mandate ' || coalesce(m.authpayuid, '?') || ' is ' || m.status "
             "|| ': the notice is not needed' "
-            f"FROM {s}.mandates m WHERE m.id = pa.mandate_id AND pa.kind = 'pre_debit' "
-            "AND (pa.status = 'pending' OR (pa.status = 'sending' AND pa.lease_until <= :at)) "
-            "AND m.status <> 'active'"
+            f"FROM {s}.mandates m WHERE m.id = pa.mandate_id AND pa.id IN ("
+            f"{open_rows} m.status <> 'active' ORDER BY pa.id FOR UPDATE OF pa SKIP LOCKED)"
         ),
         {"at": at},
     ).rowcount
@@ -72,9 +79,8 @@ def _settle_stale(conn: Connection, s: str, at: datetime) -> dict[str, int]:
             "lease_until = NULL, detail = 'not sent 24 hours before the debit on ' || pa.debit_on "
             "|| ', so PayU cannot debit this amount then' "
             "|| coalesce(' (last error: ' || pa.detail || ')', '') "
-            "WHERE pa.kind = 'pre_debit' "
-            "AND (pa.status = 'pending' OR (pa.status = 'sending' AND pa.lease_until <= :at)) "
-            f"AND {DEBIT_AT} - :min_notice < :at"
+            f"WHERE pa.id IN ({open_rows} {DEBIT_AT} - :min_notice < :at "
+            "ORDER BY pa.id FOR UPDATE OF pa SKIP LOCKED)"
         ),
         {"at": at, "min_notice": MIN_NOTICE},
     ).rowcount
