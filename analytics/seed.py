@@ -561,7 +561,9 @@ def seed(
             "the demo history needs the plans free, pro and premium in the applied catalog",
             fix="apply the shipped pricing/ config first: tariff apply --config pricing",
         )
-    if conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM customers WHERE id LIKE 'demo-%')")).scalar():
+    # The history's own customer ids (demo-000001 …): customers the demo registers by hand (demo-new) are not
+    # a history.
+    if conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM customers WHERE id ~ '^demo-[0-9]{6}$')")).scalar():
         raise SeedError(
             "this database already holds a demo history (customers demo-…)",
             fix="seed a fresh database (tariff db …) — a history is generated once, never merged",
