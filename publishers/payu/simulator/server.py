@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,7 +31,7 @@ import requests
 
 from publishers.payu.credentials import logger
 from publishers.payu.hashes import verify_command_hash
-from publishers.payu.simulator import pages
+from publishers.payu.simulator import pages, persist
 from publishers.payu.simulator.state import (
     CheckoutError,
     Delivery,
@@ -54,10 +55,21 @@ class Simulator:
         *,
         webhook_url: str | None = None,
         refund_settle_seconds: float | None = 30.0,
+        state_file: Path | None = None,
     ) -> None:
         self.state = SimState(key, salt, refund_settle_seconds=refund_settle_seconds)
         self.webhook_url = webhook_url
         self.url = ""
+        self.state_file = state_file
+        self._save_lock = threading.Lock()
+        if state_file is not None:
+            persist.load(self.state, state_file)
+
+    def persist(self) -> None:
+        """Write the state to --state FILE after a change (nothing without one)."""
+        if self.state_file is not None:
+            with self._save_lock:
+                persist.save(self.state, self.state_file)
 
     # -- deliveries ----------------------------------------------------------------------------
 
@@ -103,6 +115,7 @@ class Simulator:
         settled = self.state.settle_refunds(due_only=True)
         if settled:
             self.refund_callbacks(settled)
+            self.persist()
 
     # -- merchant API --------------------------------------------------------------------------
 
@@ -354,6 +367,9 @@ class Handler(BaseHTTPRequestHandler):
         return self._form(body)
 
     def _send(self, status: int, body: str, content_type: str) -> None:
+        if self.command == "POST":
+            # Written before the answer leaves, so a caller that then restarts the simulator finds it.
+            self.server.simulator.persist()
         data = body.encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -432,6 +448,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
         answer = sim.api(form, decline=plan is not None and plan.mode == "decline")
         if plan is not None and plan.mode == "lost":
+            sim.persist()
             self.close_connection = True  # PayU did the work; the answer never arrives
             return
         self._json(200, answer)
