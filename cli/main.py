@@ -13,6 +13,7 @@ import typer
 from cli.customer_commands import customers_app, subscriptions_app
 from cli.db_commands import db_app
 from cli.errors import CommandError, report_error
+from cli.mandate_commands import register as register_mandate_commands
 from cli.notify_commands import notify_app
 from cli.options import ConfigOption, OutputFormat
 from cli.output import (
@@ -145,6 +146,7 @@ register_report_more_commands(report_app)
 app.add_typer(demo_app, name="demo")
 app.add_typer(payu_app, name="payu")
 register_payment_commands(payu_app)
+register_mandate_commands(payu_app)
 app.command("tick")(tick_command)
 app.command("status")(status_command)
 app.add_typer(notify_app, name="notify")

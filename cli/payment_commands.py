@@ -91,6 +91,14 @@ def checkout(
         Path | None,
         typer.Option("--html", help="Also write a self-contained page that posts the form to PayU at once."),
     ] = None,
+    mandate: Annotated[
+        bool,
+        typer.Option(
+            "--mandate",
+            help="Also ask the customer for an e-mandate (PayU standing instruction, si=1) for the plan's "
+            "later debits, up to the recurring price plus payments.mandates.headroom_percent. Plans only.",
+        ),
+    ] = False,
     at: Annotated[
         str | None,
         typer.Option(
@@ -108,7 +116,8 @@ def checkout(
     """Price an item with promotions and tax, record a pending payment and print the signed PayU form.
 
     Exactly one of --plan (with --cycle), --package or --bundle. The amount posted is the exact string
-    hashed; udf1..udf5 carry item, cycle, customer, payment id and promotions.
+    hashed; udf1..udf5 carry item, cycle, customer, payment id and promotions. With --mandate the payment is
+    also the consent for an e-mandate; once it succeeds, the mandate is recorded for the subscription.
     """
     from database.payments import PaymentError
     from publishers.payu.checkout import form_for
@@ -125,6 +134,11 @@ def checkout(
         raise CommandError(f"--plan {plan} needs --cycle", fix="add --cycle monthly or --cycle annual")
     if cycle and not plan:
         raise CommandError("--cycle goes with --plan only", fix="packages and bundles have no billing cycle")
+    if mandate and not plan:
+        raise CommandError(
+            "--mandate goes with --plan only: packages and bundles do not recur",
+            fix="leave out --mandate, or buy a plan: --plan pro --cycle monthly --mandate",
+        )
     item = {"plan": plan, "cycle": cycle} if plan else {"package": package} if package else {"bundle": bundle}
     settings, credentials, _client = _payu(config, env)
     if html is not None and html.exists() and html.is_dir():
@@ -140,7 +154,16 @@ def checkout(
                 raise CommandError(f"--at: {exc}", fix="write e.g. 2026-11-20T10:00+05:30") from exc
         try:
             payment = _checkout(
-                db, customer, item, region, code, txnid, settings.environment, _actor(config), priced_at
+                db,
+                customer,
+                item,
+                region,
+                code,
+                txnid,
+                settings.environment,
+                _actor(config),
+                priced_at,
+                mandate=mandate,
             )
         except PaymentError as exc:
             raise CommandError(exc.message, exc.fix) from exc
@@ -179,6 +202,16 @@ def checkout(
             f"({', '.join(payment['promotion_ids'])})",
             highlight=False,
         )
+    terms = payment.get("mandate_terms")
+    if terms:
+        console.print(
+            f"  e-mandate: {terms['billingCycle'].lower()} debits (interval {terms['billingInterval']}) "
+            "of at most "
+            f"{terms['billingAmount']} {terms['billingCurrency']} from {terms['paymentStartDate']} to "
+            f"{terms['paymentEndDate']}",
+            highlight=False,
+            markup=False,
+        )
     console.print(f"  POST {form.action}", highlight=False, markup=False)
     for name, value in form.fields.items():
         console.print(f"    {name}={value}", highlight=False, markup=False)
@@ -196,6 +229,8 @@ def _checkout(
     environment: str,
     actor: str,
     at: datetime | None,
+    *,
+    mandate: bool = False,
 ) -> dict[str, Any]:
     from database.payments import checkout as run_checkout
 
@@ -210,6 +245,7 @@ def _checkout(
         environment=environment,
         actor=actor,
         at=at,
+        mandate=mandate,
     )
 
 
@@ -610,6 +646,12 @@ def _print_payment(one: dict[str, Any]) -> None:
     ]
     if one.get("subscription_id"):
         lines.append(f"  subscription {one['subscription_id']}")
+    terms = one.get("mandate_terms")
+    if terms:
+        lines.append(
+            f"  e-mandate  consent for {terms['billingCycle']} debits up to {terms['billingAmount']} "
+            f"{terms['billingCurrency']}, {terms['paymentStartDate']} to {terms['paymentEndDate']}"
+        )
     if one["tokens_granted"]:
         lines.append(f"  credits    {one['tokens_granted']} granted, {one['tokens_revoked']} taken back")
     if one.get("fulfilment_error"):

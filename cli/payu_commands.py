@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from publishers.payu.config import PayUConfig
 
 payu_app = typer.Typer(
-    help="PayU India: checkouts priced by Tariff, payment results and webhooks, refunds, reconciliation, the "
-    "settings of an environment and an offline PayU simulator.",
+    help="PayU India: checkouts priced by Tariff (with e-mandates), payment results and webhooks, refunds, "
+    "reconciliation, mandates and their pre-debit notices, the settings of an environment and an offline "
+    "PayU simulator.",
     no_args_is_help=True,
 )
 
@@ -103,6 +104,15 @@ def simulator_command(
             help="Queued refunds turn SUCCESS after this long (POST /_sim/settle-refunds does it at once).",
         ),
     ] = 30.0,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Keep payments, refunds and mandates in this JSON file: a restarted simulator starts from "
+            "it, and every change is written to it.",
+            show_default=False,
+        ),
+    ] = None,
     format_: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Run an offline PayU on localhost until Ctrl-C: checkout, webhooks, merchant API, refunds, mandates.
@@ -131,10 +141,23 @@ def simulator_command(
     from_env = bool(key and salt)
     if not from_env:
         key, salt = DEFAULT_KEY, DEFAULT_SALT
+    if state is not None and state.is_dir():
+        raise CommandError(f"--state {state} is a directory", "name a file, e.g. --state payu-sim.json")
     try:
         sim = start_simulator(
-            port, key, salt, host=host, webhook_url=webhook_url, refund_settle_seconds=refund_settle_seconds
+            port,
+            key,
+            salt,
+            host=host,
+            webhook_url=webhook_url,
+            refund_settle_seconds=refund_settle_seconds,
+            state_file=state,
         )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CommandError(
+            f"--state {state}: cannot restore the simulator from it ({exc})",
+            "pass the file a simulator with the same key wrote, or a new path to start empty",
+        ) from exc
     except OSError as exc:
         raise CommandError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
@@ -151,6 +174,7 @@ def simulator_command(
         "api_url": sim.url + "/merchant/postservice.php?form=2",
         "credentials": f"from ${key_env} and ${salt_env}" if from_env else "simulator defaults",
         "webhook_url": webhook_url,
+        "state": str(state) if state is not None else None,
     }
     if not from_env:
         # The defaults are public test values, printed so an app can be configured with them.

@@ -211,37 +211,12 @@ def apply(
         f"{result.notifications} customer notification(s) queued; {result.pages} page snapshot(s) published."
     )
     if result.payu_actions:
-        _perform_payu_actions(session, result.payu_actions)
-
-
-def _perform_payu_actions(session: Any, recorded: int) -> None:
-    """PayU actions of e-mandate subscribers: performed when the environment has PayU, else left pending."""
-    console = stdout_console()
-    payu = session.environment.payu if session.environment else None
-    if payu is None:
         console.print(
-            f"{recorded} PayU mandate action(s) recorded (payu_actions); this environment has no PayU "
-            "settings, so they stay pending."
+            f"{result.payu_actions} PayU mandate action(s) recorded (tariff payu actions): pre-debit "
+            "notices go out through `tariff tick` in the window before each debit "
+            "(payments.mandates.pre_debit_notice); a customer whose new price exceeds the mandate is asked "
+            "(mandate_required) to authorise a new one."
         )
-        return
-    from publishers.payu.client import PayUClient
-    from publishers.payu.config import resolve
-    from publishers.payu.errors import PayUError
-    from publishers.payu.mandates import perform_actions
-
-    settings = resolve(session.environment.name, payu)
-    try:
-        client = PayUClient(settings.api_url, settings.credentials())
-    except PayUError as exc:
-        console.print(
-            f"[yellow]{recorded} PayU mandate action(s) recorded but not sent:[/yellow] {exc.message}"
-        )
-        return
-    counts = perform_actions(session.engine, session.schema, client)
-    console.print(
-        f"PayU mandate actions: {counts['done']} done, {counts['failed']} failed, {counts['pending']} "
-        "still pending (PayU unreachable; they are sent on the next apply)."
-    )
 
 
 def _load_plan(path: Path) -> dict[str, Any]:

@@ -115,7 +115,8 @@ def mandate_lines(plan: Plan) -> list[str]:
     return [
         f"{plan.mandates.new_mandates} subscriber(s) need a new mandate: the new price is above their "
         "mandate's maximum",
-        f"{plan.mandates.pre_debits} pre-debit notification(s) must carry the new amount",
+        f"{plan.mandates.pre_debits} pre-debit notification(s) must carry the new amount (sent by "
+        "`tariff tick` before each debit)",
     ]
 
 

@@ -1,7 +1,8 @@
 """`tariff tick`: the scheduled automation (database/automation.py) — allowance renewal and rollover, grant
 expiry and the end of boosts, low-balance alerts, package renewal orders, promotion start/end notices and due
-grandfathering migrations. Safe to run every few minutes from cron or CI: it is idempotent and concurrent
-runs serialise in the database.
+grandfathering migrations; then, with the transaction committed, it sends the PayU pre-debit notices that
+are due and delivers due notifications. Safe to run every few minutes from cron or CI: it is idempotent and
+concurrent runs serialise in the database (and lease what they send).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from cli.output import print_json, stderr_console, stdout_console
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from cli.session import Session
 
 
 def tick(
@@ -38,13 +41,15 @@ def tick(
         bool,
         typer.Option(
             "--send/--no-send",
-            help="Deliver due notifications after the automation (what `tariff notify send` does).",
+            help="After the automation, send the PayU pre-debit notices that are due (when the environment "
+            "has PayU settings) and deliver due notifications (what `tariff notify send` does).",
         ),
     ] = True,
 ) -> None:
     """Run the scheduled automation once: renew and roll over allowances, expire grants and boosts, send
     low-balance alerts, queue package renewals, announce promotions, execute due price migrations, remind
-    failed payments (dunning), fold usage rollups, raise usage-anomaly alerts, then deliver due notifications.
+    failed payments (dunning), fold usage rollups, raise usage-anomaly alerts, then send due PayU pre-debit
+    notices and deliver due notifications.
 
     Idempotent: running it again (or two at once) changes nothing more. Run it every few minutes.
     """
@@ -76,6 +81,7 @@ def tick(
         # Delivery runs after the tick commits, so what tick queued goes out in this same run, and no
         # transaction is open while messages are on the wire.
         if send:
+            summary["steps"]["pre_debits"] = _pre_debits(session, datetime.fromisoformat(summary["at"]))
             summary["steps"]["notifications"] = _deliver(session.engine, session.schema, at, config)
     except DatabaseError as exc:
         raise CommandError(exc.message, exc.fix) from exc
@@ -87,6 +93,30 @@ def tick(
     console = stdout_console()
     for line in describe(summary):
         console.print(line, markup=False)
+
+
+def _pre_debits(session: Session, at: datetime) -> dict[str, Any]:
+    """PayU pre-debit notices due at `at`, sent with no transaction open; without PayU settings for the
+    environment (or its key and salt) they stay recorded in payu_actions, as `tariff payu actions` lists."""
+    from publishers.payu.client import PayUClient
+    from publishers.payu.config import resolve
+    from publishers.payu.errors import PayUError
+    from publishers.payu.mandates import pending_pre_debits, send_due_pre_debits
+
+    env = session.environment
+    reason = "this environment has no PayU settings"
+    if env is not None and env.payu is not None:
+        settings = resolve(env.name, env.payu)
+        try:
+            client = PayUClient(settings.api_url, settings.credentials())
+        except PayUError as exc:
+            stderr_console().print(f"warning: PayU pre-debit notices not sent: {exc.message}", markup=False)
+            reason = exc.message
+        else:
+            return send_due_pre_debits(session.engine, session.schema, client, at)
+    with session.engine.begin() as conn:
+        pending = pending_pre_debits(conn, session.schema)
+    return {"not_sent": reason, "pending": pending}
 
 
 def _deliver(engine: Engine, schema: str, at: datetime | None, config: Path) -> dict[str, Any]:

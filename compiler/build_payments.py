@@ -1,11 +1,19 @@
-"""tariff.yaml `payments` → PaymentRules: PayU currencies, refunds, invoices and dunning."""
+"""tariff.yaml `payments` → PaymentRules: PayU currencies, refunds, invoices, dunning and e-mandates."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
-from compiler.catalog import DEFAULT_DUNNING_RETRIES, PaymentRules
+from compiler.catalog import (
+    DEFAULT_DUNNING_RETRIES,
+    DEFAULT_MANDATE_HEADROOM_PERCENT,
+    DEFAULT_MANDATE_VALID_FOR,
+    DEFAULT_PRE_DEBIT_NOTICE,
+    PaymentRules,
+)
 from compiler.context import BuildContext
 from compiler.timeutil import Duration
 from compiler.yaml_loader import LoadedDocument
@@ -41,6 +49,18 @@ def build_payment_rules(
             declared_in="`notifications.channels`",
         )
     retries = dunning.get("retries")
+    mandates = data.get("mandates") or {}
+    notice = Duration.parse(mandates["pre_debit_notice"]) if "pre_debit_notice" in mandates else None
+    if notice is not None and notice.unit not in ("month", "year") and notice.fixed <= timedelta(hours=24):
+        ctx.error(
+            doc,
+            ("payments", "mandates", "pre_debit_notice"),
+            "payments.pre-debit-notice-too-short",
+            f"pre_debit_notice {notice} leaves no time to send it: PayU needs the notice at least 24 hours "
+            "before the debit",
+            hint="use 2 days (the default) or more",
+        )
+    headroom = mandates.get("headroom_percent")
     return PaymentRules(
         currencies=tuple(data.get("currencies") or ("INR",)),
         revoke_tokens_on_refund=(data.get("refunds") or {}).get("revoke_tokens", True),
@@ -53,6 +73,13 @@ def build_payment_rules(
         dunning_status=after.get("status", "past_due"),
         dunning_downgrade_to=after.get("downgrade_to"),
         dunning_suspend_tokens=after.get("suspend_tokens", False),
+        mandate_headroom_percent=DEFAULT_MANDATE_HEADROOM_PERCENT
+        if headroom is None
+        else Decimal(str(headroom)),
+        mandate_valid_for=Duration.parse(mandates["valid_for"])
+        if "valid_for" in mandates
+        else DEFAULT_MANDATE_VALID_FOR,
+        pre_debit_notice=notice or DEFAULT_PRE_DEBIT_NOTICE,
     )
 
 

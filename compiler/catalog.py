@@ -333,6 +333,9 @@ class TokenRules:
 
 DEFAULT_DUNNING_RETRIES = (Duration(1, "day"), Duration(3, "day"), Duration(5, "day"))
 DEFAULT_DUNNING_GRACE = Duration(7, "day")
+DEFAULT_MANDATE_HEADROOM_PERCENT = Decimal(25)
+DEFAULT_MANDATE_VALID_FOR = Duration(10, "year")
+DEFAULT_PRE_DEBIT_NOTICE = Duration(2, "day")
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +351,10 @@ class PaymentRules:
     dunning_status: Literal["past_due", "canceled"] = "past_due"
     dunning_downgrade_to: str | None = None
     dunning_suspend_tokens: bool = False
+    # payments.mandates: e-mandates Tariff asks for, and when their pre-debit notices go out
+    mandate_headroom_percent: Decimal = DEFAULT_MANDATE_HEADROOM_PERCENT
+    mandate_valid_for: Duration = DEFAULT_MANDATE_VALID_FOR
+    pre_debit_notice: Duration = DEFAULT_PRE_DEBIT_NOTICE
 
 
 @dataclass(frozen=True, slots=True)

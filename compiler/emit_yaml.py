@@ -171,6 +171,11 @@ def _payments(catalog: Catalog) -> dict[str, Any]:
                 }
             ),
         },
+        "mandates": {
+            "headroom_percent": rules.mandate_headroom_percent,
+            "valid_for": str(rules.mandate_valid_for),
+            "pre_debit_notice": str(rules.pre_debit_notice),
+        },
     }
 
 

@@ -128,4 +128,10 @@ _LINES: dict[str, Callable[[Summary], str]] = {
     "price_migrations": lambda r: (
         f"{r['migrated']} subscription(s) moved to their new price, {r['canceled']} migration(s) cancelled"
     ),
+    "pre_debits": lambda r: (
+        f"{r['pending']} PayU pre-debit notice(s) pending, not sent: {r['not_sent']}"
+        if "not_sent" in r
+        else f"{r['sent']} PayU pre-debit notice(s) sent, {r['failed']} failed (retried on a later tick), "
+        f"{r['expired']} too late, {r['skipped']} no longer needed; {r['pending']} pending"
+    ),
 }

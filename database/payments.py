@@ -60,11 +60,17 @@ def checkout(
     environment: str | None = None,
     actor: str | None = None,
     at: datetime | None = None,
+    mandate: bool = False,
 ) -> Row:
-    """Price the item with promotions applied and record a pending payment; returns it (no hash)."""
+    """Price the item with promotions applied and record a pending payment; returns it (no hash).
+
+    With ``mandate`` (plans only) the payment is also an e-mandate consent: it carries ``mandate_terms``,
+    PayU's si_details for the standing instruction (payment_checkout_mandate in migration 0015).
+    """
+    function = "payment_checkout_mandate" if mandate else "payment_checkout"
     return _call(
         conn,
-        f"SELECT {quote_schema(schema)}.payment_checkout(:customer, CAST(:item AS jsonb), :region, "
+        f"SELECT {quote_schema(schema)}.{function}(:customer, CAST(:item AS jsonb), :region, "
         "CAST(:codes AS text[]), :txnid, :productinfo, :environment, :actor, CAST(:at AS timestamptz))",
         {
             "customer": customer,

@@ -73,7 +73,8 @@ def _form_fields(page: Path) -> tuple[str, dict[str, str]]:
 
 
 def buy_through_payu(at_diwali: str) -> None:
-    """Two purchases through the offline PayU simulator: checkout, payment, webhook, what was bought."""
+    """Three purchases through the offline PayU simulator: checkout, payment, webhook, what was bought —
+    the last one with an e-mandate for the later monthly debits."""
     import requests
 
     from publishers.payu.simulator import DEFAULT_KEY, DEFAULT_SALT, start_simulator
@@ -154,6 +155,19 @@ def buy_through_payu(at_diwali: str) -> None:
             *payu,
         )
         pay(pack)
+        mandate = WORK / "checkout-mandate.html"
+        step(
+            "Another new customer, who will pay monthly by e-mandate",
+            *("customers", "add", "demo-mandate", "--country", "IN", "--email", "ravi@example.in"),
+            *("--attr", "name=Ravi Iyer", "--attr", "phone=9876543211"),
+        )
+        step(
+            "Checkout with an e-mandate: Pro monthly, and consent to later debits up to the price + 25%",
+            *("payu", "checkout", "--customer", "demo-mandate", "--plan", "pro", "--cycle", "monthly"),
+            *("--mandate", "--html", str(mandate), *payu),
+        )
+        pay(mandate)
+        step("The e-mandate PayU registered, as Tariff recorded it", "payu", "mandates", *payu)
         step("The payments: verified with PayU, stored once, fulfilled once", "payu", "payments", *payu)
         step("One payment in full: its events and its GST invoice", "payu", "payments", annual_txnid, *payu)
         step("The credits the package granted", "tokens", "show", "demo-new", "--entries", "3", *payu)

@@ -64,3 +64,34 @@ def test_apply_publishes_payment_rules_and_diff_shows_their_change(engine: Engin
     assert [(c.kind, [f.field for f in c.fields]) for c in changes] == [
         ("payment-rules", ["dunning_suspend_tokens"])
     ]
+
+
+def test_mandate_settings_are_checked_published_and_diffed(engine: Engine, tmp_path: Path) -> None:
+    root = copy_config(tmp_path)
+    before = compile_config(root).catalog
+    assert before is not None
+    apply_catalog(engine, S, before, Revision("test"), environment=None, database="test", now=PUBLISHED_AT)
+    with engine.begin() as conn:
+        row = conn.execute(sa.text(f"SELECT * FROM {S}.payment_rules")).mappings().one()
+    assert (row["mandate_headroom_percent"], row["mandate_valid_for"], row["pre_debit_notice"]) == (
+        25,
+        "10 years",
+        "2 days",
+    )
+    replace_text(root, SETTINGS, "headroom_percent: 25", "headroom_percent: 12.5")
+    after = compile_config(root).catalog
+    assert after is not None
+    assert [(c.kind, [f.field for f in c.fields]) for c in diff_catalogs(before, after).changes] == [
+        ("payment-rules", ["mandate_headroom_percent"])
+    ]
+
+    # PayU needs a notice 24 hours before the debit: a window that short leaves no time to send it.
+    short = copy_config(tmp_path / "short")
+    replace_text(short, SETTINGS, "pre_debit_notice: 2 days", "pre_debit_notice: 24 hours")
+    [error] = _errors(short)
+    assert error["code"] == "payments.pre-debit-notice-too-short"
+    assert error["line"] == line_of(short, SETTINGS, "pre_debit_notice: 24 hours")
+    bad = copy_config(tmp_path / "bad")
+    replace_text(bad, SETTINGS, "headroom_percent: 25", "headroom_percent: -5")
+    [error] = _errors(bad)
+    assert "headroom_percent" in str(error["path"])

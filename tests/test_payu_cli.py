@@ -66,6 +66,16 @@ def test_simulator_refuses_a_busy_port_and_a_bad_webhook_url() -> None:
     assert code == 1 and isinstance(exc, CommandError)
 
 
+def test_simulator_refuses_a_state_file_it_cannot_restore(tmp_path: Path) -> None:
+    code, _, exc = run("payu", "simulator", "--port", "0", "--state", str(tmp_path))
+    assert code == 1 and isinstance(exc, CommandError) and "is a directory" in exc.message
+    broken = tmp_path / "state.json"
+    broken.write_text("{not json", encoding="utf-8")
+    code, _, exc = run("payu", "simulator", "--port", "0", "--state", str(broken))
+    assert code == 1 and isinstance(exc, CommandError)
+    assert "cannot restore the simulator" in exc.message and "new path" in (exc.fix or "")
+
+
 def read_json_block(stream: object) -> dict[str, object]:
     lines = []
     for line in stream:  # type: ignore[attr-defined]

@@ -410,3 +410,51 @@ def test_checkout_cli_signs_the_form_and_refuses_bad_arguments(shop: Shop, tmp_p
         result = shop.cli("payu", "checkout", *args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
     assert _count(shop.engine, "payments") == before
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        ("105", "PayU refused the refund amount"),
+        ("116", "PayU does not know this transaction"),
+        ("214", "the same amount was refunded on this transaction less than 5 minutes ago"),
+    ],
+)
+def test_refund_payu_refuses_is_recorded_and_takes_nothing_back(shop: Shop, code: str, says: str) -> None:
+    add_buyer(shop.engine, "asha")
+    plan = shop.buy("asha", {"plan": "pro", "cycle": "monthly"}, ["WELCOME20"])
+    pack = shop.buy("asha", {"package": "extra-500"})
+    assert balance(shop.engine, "asha") == 500
+    live = f"SELECT count(*) FROM {S}.redemptions WHERE status = 'redeemed'"
+    redemptions = scalar(shop.engine, live)
+    assert redemptions >= 1
+
+    for bought in (plan, pack):
+        shop.sim.fail_next("refuse", command="cancel_refund_transaction", code=int(code))
+        ran = shop.cli("payu", "refund", str(bought["txnid"]), "--reason", "customer asked")
+        assert ran.exit_code == 1
+        assert says in ran.output and "fix:" in ran.output, ran.output
+        paid = _payment(shop.engine, bought["txnid"])
+        [refund] = scalar(
+            shop.engine,
+            f"SELECT jsonb_agg(to_jsonb(r)) FROM {S}.refunds r WHERE payment_id = :p",
+            p=bought["id"],
+        )
+        # Recorded as refused with PayU's code; nothing refunded, nothing taken back.
+        assert (refund["status"], refund["error_code"], refund["settled_at"] is not None) == (
+            "error",
+            code,
+            True,
+        )
+        assert (paid["status"], paid["refunded_minor"], paid["tokens_revoked"]) == ("success", 0, 0)
+    assert balance(shop.engine, "asha") == 500
+    assert _payment(shop.engine, plan["txnid"])["redemption_status"] == "redeemed"
+    assert scalar(shop.engine, live) == redemptions
+    sub = _payment(shop.engine, plan["txnid"])["subscription_id"]
+    assert scalar(shop.engine, f"SELECT status FROM {S}.subscriptions WHERE id = :s", s=sub) == "active"
+    assert [p["refunds"] for p in shop.sim.state.snapshot()["payments"]] == [[], []]
+
+    # A refused refund blocks nothing: the next one goes through under a new token.
+    retried = shop.cli("payu", "refund", str(pack["txnid"]), "--reason", "customer asked", "--format", "json")
+    assert retried.exit_code == 0, retried.output
+    assert json.loads(retried.stdout)["status"] == "queued"

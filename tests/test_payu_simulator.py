@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from publishers.payu.hashes import request_hash, reverse_hash, verify_reverse_hash
@@ -184,6 +186,35 @@ def test_mandate_consent_hashes_si_details(payu_sim: RunningSimulator, receiver:
     error_of(requests.post(payu_sim.url + "/_payment", data=plain, timeout=5))
     broken = checkout_form(receiver.url, "PGsi3", "1.00", si="1", si_details='{"billingAmount":"1"}')
     assert "billingCurrency" in error_of(requests.post(payu_sim.url + "/_payment", data=broken, timeout=5))
+    # PayU takes a consent only with api_version 7.
+    old_api = checkout_form(receiver.url, "PGsi4", "1.00", si="1", si_details=si)
+    assert "api_version must be 7" in error_of(
+        requests.post(payu_sim.url + "/_payment", data=old_api, timeout=5)
+    )
+
+
+def test_refuse_control_answers_refunds_with_payu_error_codes(
+    payu_sim: RunningSimulator, receiver: Receiver
+) -> None:
+    from publishers.payu.client import PayUClient
+    from publishers.payu.errors import PayUError
+
+    paid = pay(payu_sim, receiver.url, "PGrefuse")
+    client = PayUClient(payu_sim.url, payu_sim.credentials, timeout=3, retries=0)
+    for code in (105, 116, 214):
+        payu_sim.fail_next("refuse", command="cancel_refund_transaction", code=code)
+        try:
+            client.cancel_refund_transaction(paid["mihpayid"], f"tok{code}", Decimal("100.00"))
+        except PayUError as exc:
+            assert exc.code == str(code)
+        else:
+            raise AssertionError(f"code {code} was not refused")
+    assert payu_sim.state.snapshot()["payments"][0]["refunds"] == []
+    # Only the commands it can apply to: a bad combination is a clear 400.
+    bad = requests.post(
+        payu_sim.url + "/_sim/fail-next", json={"mode": "refuse", "command": "verify_payment"}, timeout=5
+    )
+    assert bad.status_code == 400 and "refuse applies to" in bad.json()["error"]
 
 
 def test_additional_charges_use_the_prefixed_reverse_hash(
@@ -286,3 +317,31 @@ def test_python_controls_match_the_http_ones(payu_sim: RunningSimulator, receive
     assert [r["request_id"] for r in payu_sim.settle_refunds()["settled"]] == [refund.request_id]
     payu_sim.fail_next("503", count=1)
     assert client.check_action_status(refund.request_id)[0].status == "SUCCESS"
+
+
+def test_a_restarted_simulator_keeps_its_state_file(receiver: Receiver, tmp_path: Path) -> None:
+    from publishers.payu.client import PayUClient
+
+    path = tmp_path / "payu-sim.json"
+    si = (
+        '{"billingAmount":"2212.00","billingCurrency":"INR","billingCycle":"MONTHLY","billingInterval":1,'
+        '"paymentStartDate":"2026-12-26"}'
+    )
+    with start_simulator(0, SIM_KEY, SIM_SALT, refund_settle_seconds=None, state_file=path) as first:
+        paid = pay(first, receiver.url, "PGkeep")
+        consent = pay(first, receiver.url, "PGkeepsi", "1768.82", si="1", api_version="7", si_details=si)
+        client = PayUClient(first.url, first.credentials, timeout=3, retries=0)
+        client.cancel_refund_transaction(paid["mihpayid"], "tokkeep", Decimal("100.00"))
+    with start_simulator(0, SIM_KEY, SIM_SALT, refund_settle_seconds=None, state_file=path) as second:
+        client = PayUClient(second.url, second.credentials, timeout=3, retries=0)
+        assert client.verify_payment(["PGkeep"])["PGkeep"].status == "success"
+        [refund] = client.refunds_for_payment(paid["mihpayid"])
+        assert (refund.token, refund.amount, refund.status) == ("tokkeep", Decimal("100.00"), "QUEUED")
+        notice = client.pre_debit_si(consent["mihpayid"], "PDkeep", "2026-12-26", Decimal("1886.82"))
+        assert notice.invoice_id
+        # a paid txnid stays paid
+        again = requests.post(second.url + "/_payment", data=checkout_form(receiver.url, "PGkeep"), timeout=5)
+        assert "Duplicate Transaction ID" in error_of(again)
+    # Another merchant's simulator refuses the file instead of mixing accounts.
+    with pytest.raises(ValueError, match="another merchant key"):
+        start_simulator(0, "OTHER1", SIM_SALT, state_file=path)

@@ -7,11 +7,16 @@ The amount posted is exactly the string hashed (`amount_text`, two decimals for 
 udf1..udf5 carry what the payment is for, so PayU's dashboard and its responses say it too:
 udf1 plan or package or bundle id, udf2 billing cycle, udf3 customer id, udf4 Tariff's payment id,
 udf5 the promotions applied (comma-separated).
+
+A payment that is also an e-mandate consent (`payment_checkout_mandate`, `tariff payu checkout --mandate`)
+posts `si=1`, `api_version=7` and `si_details`, PayU's standing-instruction terms as compact JSON in a fixed
+key order; that exact string is hashed between the reserved slots and the salt.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +63,23 @@ def udfs(payment: dict[str, Any]) -> dict[str, str]:
     }
 
 
+# The si_details keys PayU reads, in the order Tariff serialises them (the string is hashed as posted).
+SI_DETAIL_KEYS = (
+    "billingAmount",
+    "billingCurrency",
+    "billingCycle",
+    "billingInterval",
+    "paymentStartDate",
+    "paymentEndDate",
+    "billingRule",
+)
+
+
+def si_details(terms: dict[str, Any]) -> str:
+    """The ``si_details`` string of a payment's mandate terms (compact JSON, PayU's keys only)."""
+    return json.dumps({k: terms[k] for k in SI_DETAIL_KEYS if k in terms}, separators=(",", ":"))
+
+
 def form_for(payment: dict[str, Any], config: PayUConfig, credentials: PayUCredentials) -> CheckoutForm:
     """The signed `_payment` form for a pending payment returned by `payment_checkout`.
 
@@ -79,5 +101,8 @@ def form_for(payment: dict[str, Any], config: PayUConfig, credentials: PayUCrede
         "furl": config.failure_url or "",
         **udfs(payment),
     }
+    terms = payment.get("mandate_terms")
+    if terms:
+        fields.update({"api_version": "7", "si": "1", "si_details": si_details(terms)})
     fields["hash"] = request_hash(credentials.key, credentials.salt, fields)
     return CheckoutForm(config.payment_url, fields, payment)

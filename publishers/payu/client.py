@@ -322,7 +322,8 @@ class PayUClient:
                 f"PayU refused the pre-debit notice for mandate {auth_payu_id}: {message}",
                 "Check that the mandate is active and the amount is within its billing amount; a higher "
                 "price needs a new mandate from the customer.",
-                code=str(body.get("status")),
+                # A repeated requestId means an earlier attempt of this notice reached PayU.
+                code="duplicate_request" if "duplicate" in message.lower() else str(body.get("status")),
             )
         return PreDebitNotice(
             request_id, str(body.get("invoiceId") or "").strip() or None, message, dict(body)

@@ -5,7 +5,8 @@ query of grandfather.py) who has an active mandate, the amount the new price wil
 tax added when prices exclude it — either exceeds the maximum (PayU cannot debit it: the customer must
 authorise a new mandate) or fits (the next pre-debit notification must carry the new amount, before the
 debit on the date the new price applies). `plan` counts these; `apply` records them as `payu_actions` in the
-same transaction, and `tariff apply` performs them through PayU when the environment has PayU settings.
+same transaction, with the debit's date; `tariff tick` sends each pre-debit notice through PayU in the window
+before its debit (publishers/payu/mandates.py), and a new mandate the customer authorises resolves the other.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def record_actions(conn: Connection, s: str, params: dict[str, Any], revision_id
     recorded = conn.execute(
         sa.text(
             f"INSERT INTO {s}.payu_actions (kind, subscription_id, mandate_id, revision_id, amount_minor, "
-            f"currency, debit_on) SELECT kind, subscription_id, mandate_id, :rev, debit_minor, currency, "
-            f"CAST(effective_at AS date) FROM ({mandate_sql(s)}) x "
+            f"currency, debit_on, debit_at) SELECT kind, subscription_id, mandate_id, :rev, debit_minor, "
+            f"currency, CAST(effective_at AS date), effective_at FROM ({mandate_sql(s)}) x "
             "ON CONFLICT (kind, subscription_id, mandate_id, amount_minor) DO NOTHING"
         ),
         {**params, "rev": revision_id},

@@ -287,6 +287,11 @@ def _token_rules(conn: Connection, s: str) -> TokenRules:
     )
 
 
+def _plain_decimal(value: Decimal) -> Decimal:
+    """numeric(7, 4) read back as written in YAML: 25.0000 → 25, 12.5000 → 12.5."""
+    return value.to_integral_value() if value == value.to_integral_value() else value.normalize()
+
+
 def _payment_rules(conn: Connection, s: str) -> PaymentRules:
     r = conn.execute(sa.text(f"SELECT * FROM {s}.payment_rules")).mappings().first()
     if r is None:
@@ -301,6 +306,9 @@ def _payment_rules(conn: Connection, s: str) -> PaymentRules:
         dunning_status=r["dunning_status"],
         dunning_downgrade_to=r["dunning_downgrade_to"],
         dunning_suspend_tokens=r["dunning_suspend_tokens"],
+        mandate_headroom_percent=_plain_decimal(Decimal(r["mandate_headroom_percent"])),
+        mandate_valid_for=Duration.parse(r["mandate_valid_for"]),
+        pre_debit_notice=Duration.parse(r["pre_debit_notice"]),
     )
 
 

@@ -510,6 +510,9 @@ def _models_and_rules(w: _Writer, catalog: Catalog) -> None:
                 "dunning_status": payments.dunning_status,
                 "dunning_downgrade_to": payments.dunning_downgrade_to,
                 "dunning_suspend_tokens": payments.dunning_suspend_tokens,
+                "mandate_headroom_percent": payments.mandate_headroom_percent,
+                "mandate_valid_for": str(payments.mandate_valid_for),
+                "pre_debit_notice": str(payments.pre_debit_notice),
             }
         ],
         has_status=False,

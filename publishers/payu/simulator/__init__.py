@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from publishers.payu.credentials import PayUCredentials
@@ -37,6 +38,7 @@ class RunningSimulator:
         result: dict[str, Any] = self.simulator.control(
             "pay", {"txnid": txnid, "outcome": outcome, **options}
         )
+        self.simulator.persist()
         return result
 
     def settle_refunds(self, status: str = "success", request_id: str | None = None) -> dict[str, Any]:
@@ -44,14 +46,20 @@ class RunningSimulator:
         result: dict[str, Any] = self.simulator.control(
             "settle-refunds", {"status": status, "request_id": request_id}
         )
+        self.simulator.persist()
         return result
 
     def fail_next(
-        self, mode: str = "503", count: int = 1, command: str | None = None, delay: float = 0
+        self,
+        mode: str = "503",
+        count: int = 1,
+        command: str | None = None,
+        delay: float = 0,
+        code: int | None = None,
     ) -> None:
-        """Make the next merchant-API calls fail, like ``POST /_sim/fail-next``."""
+        """Make the next merchant-API calls fail, like ``POST /_sim/fail-next`` (``refuse`` takes a code)."""
         self.simulator.control(
-            "fail-next", {"mode": mode, "count": count, "command": command, "delay": delay}
+            "fail-next", {"mode": mode, "count": count, "command": command, "delay": delay, "code": code}
         )
 
     def stop(self) -> None:
@@ -78,11 +86,17 @@ def start_simulator(
     host: str = "127.0.0.1",
     webhook_url: str | None = None,
     refund_settle_seconds: float | None = 30.0,
+    state_file: Path | None = None,
 ) -> RunningSimulator:
-    """Start the simulator on ``host:port`` (0 picks a free port) and return once it accepts requests."""
+    """Start the simulator on ``host:port`` (0 picks a free port) and return once it accepts requests.
+
+    With ``state_file`` it starts from what that file holds (when it exists) and writes every change to it.
+    """
     from publishers.payu.simulator.server import Simulator, SimulatorServer
 
-    simulator = Simulator(key, salt, webhook_url=webhook_url, refund_settle_seconds=refund_settle_seconds)
+    simulator = Simulator(
+        key, salt, webhook_url=webhook_url, refund_settle_seconds=refund_settle_seconds, state_file=state_file
+    )
     server = SimulatorServer((host, port), simulator)
     bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

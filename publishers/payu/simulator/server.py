@@ -7,7 +7,8 @@ Routes
   POST /merchant/postservice.php?form=2   merchant API (verify_payment, check_payment, refunds, mandates)
   POST /_sim/pay                          finish a checkout without a browser
   POST /_sim/settle-refunds               move queued refunds to success (or failure) and send callbacks
-  POST /_sim/fail-next                    make the next merchant-API calls fail (5xx, drop, timeout, lost)
+  POST /_sim/fail-next                    make the next merchant-API calls fail (5xx, drop, timeout, lost,
+                                          decline, refuse with a PayU error code)
   POST /_sim/advance                      move the simulator's clock forward
   POST /_sim/reset                        forget everything
   GET  /_sim/state                        everything as JSON
@@ -22,6 +23,7 @@ import time
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,7 +31,7 @@ import requests
 
 from publishers.payu.credentials import logger
 from publishers.payu.hashes import verify_command_hash
-from publishers.payu.simulator import pages
+from publishers.payu.simulator import pages, persist
 from publishers.payu.simulator.state import (
     CheckoutError,
     Delivery,
@@ -53,10 +55,21 @@ class Simulator:
         *,
         webhook_url: str | None = None,
         refund_settle_seconds: float | None = 30.0,
+        state_file: Path | None = None,
     ) -> None:
         self.state = SimState(key, salt, refund_settle_seconds=refund_settle_seconds)
         self.webhook_url = webhook_url
         self.url = ""
+        self.state_file = state_file
+        self._save_lock = threading.Lock()
+        if state_file is not None:
+            persist.load(self.state, state_file)
+
+    def persist(self) -> None:
+        """Write the state to --state FILE after a change (nothing without one)."""
+        if self.state_file is not None:
+            with self._save_lock:
+                persist.save(self.state, self.state_file)
 
     # -- deliveries ----------------------------------------------------------------------------
 
@@ -102,6 +115,7 @@ class Simulator:
         settled = self.state.settle_refunds(due_only=True)
         if settled:
             self.refund_callbacks(settled)
+            self.persist()
 
     # -- merchant API --------------------------------------------------------------------------
 
@@ -230,11 +244,13 @@ class Simulator:
             callbacks = self.refund_callbacks(settled)
             return {"settled": [r.action() for r in settled], "callbacks": callbacks}
         if action == "fail-next":
+            code = data.get("code")
             state.fail_next(
                 str(data.get("mode") or "503"),
                 _int(data.get("count"), 1),
                 _opt(data.get("command")),
                 _float(data.get("delay"), 0.0),
+                None if code in (None, "") else _int(code, 0),
             )
             return {"pending_failures": [p.mode for p in state.fail_plans]}
         if action == "advance":
@@ -351,6 +367,9 @@ class Handler(BaseHTTPRequestHandler):
         return self._form(body)
 
     def _send(self, status: int, body: str, content_type: str) -> None:
+        if self.command == "POST":
+            # Written before the answer leaves, so a caller that then restarts the simulator finds it.
+            self.server.simulator.persist()
         data = body.encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -420,8 +439,16 @@ class Handler(BaseHTTPRequestHandler):
             return
         if plan is not None and plan.mode == "timeout":
             time.sleep(plan.delay or 2.0)
+        if plan is not None and plan.mode == "refuse":
+            command = form.get("command", "")
+            if form.get("key") == sim.state.key and verify_command_hash(
+                sim.state.key, command, form.get("var1", ""), sim.state.salt, form.get("hash", "")
+            ):
+                self._json(200, sim.state.refusal(plan, command, form))
+                return
         answer = sim.api(form, decline=plan is not None and plan.mode == "decline")
         if plan is not None and plan.mode == "lost":
+            sim.persist()
             self.close_connection = True  # PayU did the work; the answer never arrives
             return
         self._json(200, answer)

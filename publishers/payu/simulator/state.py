@@ -228,9 +228,20 @@ class Delivery:
 
 @dataclass
 class FailPlan:
-    mode: str  # 502 | 503 | 504 | drop | timeout | lost | decline
+    mode: str  # 502 | 503 | 504 | drop | timeout | lost | decline | refuse
     command: str | None
     delay: float
+    code: int | None = None  # refuse: PayU's error code for a refund (105, 106, 116, 214)
+
+
+# What PayU answers a refund it refuses, by error code (test control `refuse`).
+REFUSALS = {
+    105: "Refund FAILURE - Invalid amount",
+    106: "Refund FAILURE - Request for token already exists",
+    116: "Refund FAILURE - Transaction not found",
+    214: "Refund FAILURE - Same amount refund requested within 5 minutes",
+}
+REFUSABLE = ("cancel_refund_transaction", "pre_debit_SI")
 
 
 class SimState:
@@ -322,6 +333,11 @@ class SimState:
         si_details = None
         if si:
             si_details = self._si_details(form)
+            if (form.get("api_version") or "").strip() != "7":
+                raise CheckoutError(
+                    "api_version must be 7 for a standing-instruction consent (si=1)",
+                    f"api_version: {form.get('api_version')!r}",
+                )
         fields = dict(form)
         if not si:
             fields.pop("si_details", None)
@@ -729,22 +745,48 @@ class SimState:
 
     # -- test controls -------------------------------------------------------------------------
 
-    def fail_next(self, mode: str, count: int = 1, command: str | None = None, delay: float = 0.0) -> None:
-        if mode not in ("502", "503", "504", "drop", "timeout", "lost", "decline"):
-            raise SimulatorRequestError("mode must be 502, 503, 504, drop, timeout, lost or decline")
+    def fail_next(
+        self,
+        mode: str,
+        count: int = 1,
+        command: str | None = None,
+        delay: float = 0.0,
+        code: int | None = None,
+    ) -> None:
+        if mode not in ("502", "503", "504", "drop", "timeout", "lost", "decline", "refuse"):
+            raise SimulatorRequestError("mode must be 502, 503, 504, drop, timeout, lost, decline or refuse")
         if not 1 <= count <= 100:
             raise SimulatorRequestError("count must be between 1 and 100")
+        if mode == "refuse" and command is not None and command not in REFUSABLE:
+            raise SimulatorRequestError(f"refuse applies to {' and '.join(REFUSABLE)}")
+        if mode == "refuse" and command != "pre_debit_SI" and code is not None and code not in REFUSALS:
+            raise SimulatorRequestError(f"code must be one of {', '.join(map(str, REFUSALS))}")
         with self.lock:
-            self.fail_plans.extend(FailPlan(mode, command, delay) for _ in range(count))
+            self.fail_plans.extend(FailPlan(mode, command, delay, code) for _ in range(count))
 
     def take_fail_plan(self, command: str) -> FailPlan | None:
         with self.lock:
             for i, plan in enumerate(self.fail_plans):
-                if plan.command in (None, command) and (
-                    plan.mode != "decline" or command == "si_transaction"
-                ):
-                    return self.fail_plans.pop(i)
+                if plan.command not in (None, command):
+                    continue
+                if plan.mode == "decline" and command != "si_transaction":
+                    continue
+                if plan.mode == "refuse" and command not in REFUSABLE:
+                    continue
+                return self.fail_plans.pop(i)
             return None
+
+    @staticmethod
+    def refusal(plan: FailPlan, command: str, form: Mapping[str, str]) -> dict[str, Any]:
+        """PayU's answer to a call it refuses (test control `refuse`); nothing is done."""
+        if command == "pre_debit_SI":
+            return {
+                "status": 0,
+                "action": "MANDATE_PRE_DEBIT",
+                "message": "Pre-debit notification failed at bank",
+            }
+        code = plan.code if plan.code is not None else 105
+        return {"status": 0, "msg": REFUSALS[code], "error_code": code, "mihpayid": form.get("var1", "")}
 
     def record(self, delivery: Delivery, result: str, status_code: int | None) -> None:
         with self.lock:
