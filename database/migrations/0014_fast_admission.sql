@@ -21,8 +21,8 @@
 --   admission writes these rows only after it has read the model and locked the customer's account (whose
 --   own key references the customer), and neither customers nor models are ever deleted (models retire).
 --   The keys to token_accounts stay (the account is already locked by the request, so they cost no lock).
--- * token_usage's primary key becomes request_id, which was already unique; the surrogate id was indexed
---   and never read, one index insert per request.
+-- * token_usage's primary key becomes request_id, which was already unique. The surrogate id it replaces
+--   was never read and cost a sequence call, a lock and an index insert per request.
 
 -- ------------------------------------------------------------------------------------------- opaque ids
 
@@ -43,7 +43,7 @@ ALTER TABLE token_requests DROP CONSTRAINT token_requests_customer_id_fkey,
     DROP CONSTRAINT token_requests_model_id_fkey;
 ALTER TABLE token_usage DROP CONSTRAINT token_usage_customer_id_fkey,
     DROP CONSTRAINT token_usage_model_id_fkey,
-    DROP CONSTRAINT token_usage_pkey,
+    DROP COLUMN id,
     DROP CONSTRAINT token_usage_request_id_key,
     ADD CONSTRAINT token_usage_pkey PRIMARY KEY (request_id);
 ALTER TABLE token_usage_daily DROP CONSTRAINT token_usage_daily_customer_id_fkey,
