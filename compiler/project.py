@@ -301,7 +301,8 @@ def _build_catalog(
     )
     check_suppression_targets(ctx, targets)
 
-    catalog = Catalog(
+    # Fingerprinted by compile_config, once the payment rules are in.
+    return Catalog(
         project=project.project,
         currencies=project.currencies,
         cycles=project.cycles,
@@ -319,4 +320,3 @@ def _build_catalog(
         pages=pages,
         settings=project.settings,
     )
-    return dataclasses.replace(catalog, fingerprint=fingerprint(catalog))
