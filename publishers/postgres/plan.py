@@ -236,14 +236,25 @@ def price_moves(
     ]
     if not wanted:
         return {}
+    # Only the versions these changes close (the unique index on current versions finds each one), not
+    # every price of every touched plan: a 10% change to a large catalog would otherwise read them all.
     rows = conn.execute(
         sa.text(
-            f"SELECT id, plan_id, cycle, currency, region FROM {s}.price_versions WHERE valid_to IS NULL "
-            "AND plan_id = ANY(CAST(:plans AS text[]))"
+            "SELECT pv.id, pv.plan_id, pv.cycle, pv.currency, pv.region FROM unnest("
+            "CAST(:plans AS text[]), CAST(:cycles AS text[]), CAST(:currencies AS text[]), "
+            "CAST(:regions AS text[])) AS k(plan_id, cycle, currency, region) "
+            f"JOIN {s}.price_versions pv ON pv.valid_to IS NULL AND pv.plan_id = k.plan_id "
+            "AND pv.cycle = k.cycle AND pv.currency = k.currency "
+            "AND COALESCE(pv.region::text, '') = COALESCE(k.region, '')"
         ),
-        {"plans": sorted({c.owner for c in wanted if c.owner})},
-    )
-    versions = {(r.plan_id, r.cycle, r.currency, r.region): r.id for r in rows}
+        {
+            "plans": [c.owner for c in wanted],
+            "cycles": [c.cycle for c in wanted],
+            "currencies": [c.currency for c in wanted],
+            "regions": [c.region for c in wanted],
+        },
+    ).all()
+    versions = {(plan, cycle, currency, region): id_ for id_, plan, cycle, currency, region in rows}
     moves: dict[str, tuple[PriceMove, str]] = {}
     for change in wanted:
         assert change.owner is not None and change.currency is not None and change.new_amount is not None

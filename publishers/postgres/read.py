@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -56,8 +57,8 @@ from compiler.timeutil import Duration
 from database.connection import quote_schema
 
 
-def _rows(conn: Connection, sql: str) -> list[sa.RowMapping]:
-    return list(conn.execute(sa.text(sql)).mappings())
+def _rows(conn: Connection, sql: str) -> Sequence[sa.RowMapping]:
+    return conn.execute(sa.text(sql)).mappings().all()  # one fetchall: tens of thousands of price rows
 
 
 def _duration(text: str | None) -> Duration | None:
