@@ -24,6 +24,7 @@ from compiler.catalog import Catalog, Settings
 from compiler.diff import CatalogDiff, Change, diff_catalogs
 from compiler.diff_format import diff_to_json
 from compiler.emit_yaml import catalog_files
+from compiler.gc_pause import paused_gc
 from compiler.money import Currency
 from compiler.project import compile_config
 from database.connection import quote_schema
@@ -187,6 +188,22 @@ def make_plan(
     database: str,
     locations: dict[str, tuple[str, int | None]] | None = None,
     now: datetime | None = None,
+) -> Plan:
+    with paused_gc():
+        return _make_plan(
+            conn, schema, desired, environment=environment, database=database, locations=locations, now=now
+        )
+
+
+def _make_plan(
+    conn: Connection,
+    schema: str,
+    desired: Catalog,
+    *,
+    environment: str | None,
+    database: str,
+    locations: dict[str, tuple[str, int | None]] | None,
+    now: datetime | None,
 ) -> Plan:
     moment = now or datetime.now(UTC)
     live, published_fingerprint, revision = live_state(conn, schema)
