@@ -2,7 +2,8 @@
 
 The config: `plans` plans × 20 regions (one currency each) × 3 cycles = 60 base prices per plan,
 `promotions` promotions of four kinds (auto-applied percent off, vanity code, code batch with money off,
-auto-applied bonus credits), a features file, a tokens file and one pricing page. It validates with no
+auto-applied bonus credits), a features file, a tokens file, one pricing page and the shipped example's
+notification templates (a config with channels needs one per kind). It validates with no
 errors and no warnings: auto-applied promotions on the same plan target disjoint regions, and code-batch
 prefixes have a fixed width so none is a prefix of another.
 
@@ -15,6 +16,7 @@ Subscribers are loaded with a few INSERT … SELECT over generate_series: no per
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,8 @@ REGIONS: tuple[tuple[str, str, int, int, tuple[str, ...], str], ...] = (
 CYCLES: tuple[tuple[str, int], ...] = (("monthly", 1), ("quarterly", 3), ("annual", 10))
 HOT_PLAN, HOT_CYCLE, HOT_CURRENCY = 1, "monthly", "INR"
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+# The shipped example's notification templates: a config with channels must have one for every kind.
+TEMPLATES = Path(__file__).resolve().parent.parent / "pricing" / "content" / "notifications"
 SCHEMA_HEADER = "# yaml-language-server: $schema=../../schemas/{kind}.schema.json\n"
 
 FEATURES: dict[str, dict[str, Any]] = {
@@ -354,6 +358,7 @@ def write_config(root: Path, sizes: Sizes, variant: Variant = "base") -> Path:
     _write(root / "tokens" / "credits.yaml", "tokens", _tokens(sizes))
     _write(root / "content" / "pricing.yaml", "content", _page(sizes))
     (root / "content" / "intro.md").write_text("Simple pricing, **no surprises**.\n", "utf-8")
+    shutil.copytree(TEMPLATES, root / "content" / "notifications", dirs_exist_ok=True)
     return root
 
 

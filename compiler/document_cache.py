@@ -41,7 +41,13 @@ MAGIC = b"TDC1"
 MAX_ENTRIES = 20_000  # pruned to half, oldest first, when a compile leaves more
 KEY_BYTES = 32
 # The modules whose output is cached: a change to any of them must name other entries.
-_PRODUCERS = ("yaml_loader.py", "schema_check.py", "diagnostics.py", "document_cache.py")
+_PRODUCERS = (
+    "yaml_loader.py",
+    "schema_check.py",
+    "schema_predicate.py",
+    "diagnostics.py",
+    "document_cache.py",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal
+from functools import cache
 
 ROUNDING_MODES = {
     "half_up": ROUND_HALF_UP,
@@ -23,7 +24,7 @@ class Currency:
 
     @property
     def quantum(self) -> Decimal:
-        return Decimal(1).scaleb(-self.minor_units)
+        return _quantum(self.minor_units)
 
     def round(self, amount: Decimal) -> Decimal:
         """Round a computed amount to this currency's minor unit with its rounding rule."""
@@ -40,6 +41,12 @@ class Currency:
 
     def from_minor(self, minor: int) -> Decimal:
         return Decimal(minor).scaleb(-self.minor_units).quantize(self.quantum)
+
+
+@cache
+def _quantum(minor_units: int) -> Decimal:
+    # Asked for every amount read or checked (tens of thousands in a large catalog); Decimals are immutable.
+    return Decimal(1).scaleb(-minor_units)
 
 
 def plain(amount: Decimal) -> str:

@@ -19,6 +19,7 @@ from compiler.catalog import Catalog, Feature, Page, Plan, Promotion, TokenRules
 from compiler.context import BuildContext
 from compiler.diagnostics import Diagnostic, Diagnostics, Severity
 from compiler.document_cache import CheckedFile, DocumentCache
+from compiler.gc_pause import paused_gc
 from compiler.notification_templates import load_templates
 from compiler.promotion_checks import check_promotions
 from compiler.schema_check import validate_document
@@ -156,7 +157,11 @@ def _checked_file(kind: str, path: Path, display: str, store: DocumentCache | No
 def compile_config(root: Path, *, cache: bool = False) -> CompileResult:
     """Compile the config in `root`. With `cache`, files whose bytes were checked before are not read
     and checked again (compiler/document_cache.py); the result is the same either way."""
-    root = Path(root)
+    with paused_gc():
+        return _compile(Path(root), cache=cache)
+
+
+def _compile(root: Path, *, cache: bool) -> CompileResult:
     ctx = BuildContext(root)
     if not root.is_dir():
         ctx.diagnostics.error(
@@ -301,7 +306,8 @@ def _build_catalog(
     )
     check_suppression_targets(ctx, targets)
 
-    catalog = Catalog(
+    # Fingerprinted by compile_config, once the payment rules are in.
+    return Catalog(
         project=project.project,
         currencies=project.currencies,
         cycles=project.cycles,
@@ -319,4 +325,3 @@ def _build_catalog(
         pages=pages,
         settings=project.settings,
     )
-    return dataclasses.replace(catalog, fingerprint=fingerprint(catalog))

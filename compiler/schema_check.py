@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from functools import cache
 from importlib import resources
@@ -16,6 +16,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 
 from compiler.diagnostics import Diagnostic, Severity
+from compiler.schema_predicate import UnsupportedSchemaError, compile_schema
 from compiler.yaml_loader import LoadedDocument
 
 SCHEMA_FILES = {
@@ -46,9 +47,10 @@ def validator_for(kind: str) -> Draft202012Validator:
     return Draft202012Validator(schema, registry=_registry())
 
 
-# Fast path. Most of the time jsonschema spends on a valid document goes to resolving `$ref`s, again for
-# every value (60 prices per plan file, thousands of files in a large config). `_fast_validator` checks
-# against the same schema with every `$ref` inlined, which gives the same verdict; only its "valid" is
+# Fast path. Most of the time jsonschema spends on a valid document goes to resolving `$ref`s and to
+# building a validator object for every value it descends into (60 prices per plan file, thousands of
+# files in a large config). `_fast_check` judges the same schema with every `$ref` inlined, compiled
+# into one predicate (compiler/schema_predicate.py), which gives the same verdict; only its "valid" is
 # used. A document it rejects is validated again by `validator_for`, whose errors make the diagnostics.
 _SCHEMA_VALUED = frozenset(
     {"items", "additionalProperties", "propertyNames", "not", "if", "then", "else", "contains"}
@@ -109,12 +111,26 @@ def _inline_refs(schema: Any, base: str, depth: int = 0) -> Any:
 
 
 @cache
-def _fast_validator(kind: str) -> Draft202012Validator | None:
+def _inlined(kind: str) -> dict[str, Any] | None:
+    """The kind's schema with every `$ref` replaced by its target; None when it cannot be inlined."""
     name = SCHEMA_FILES[kind]
     try:
-        return Draft202012Validator(_inline_refs(_registry().contents(name), name))
+        inlined = _inline_refs(_registry().contents(name), name)
     except (ValueError, LookupError, TypeError):
         return None
+    return inlined if isinstance(inlined, dict) else None
+
+
+@cache
+def _fast_check(kind: str) -> Callable[[Any], bool] | None:
+    """A predicate that is True exactly when jsonschema finds no error, or None (no fast path)."""
+    inlined = _inlined(kind)
+    if inlined is None:
+        return None
+    try:
+        return compile_schema(inlined)
+    except UnsupportedSchemaError:
+        return Draft202012Validator(inlined).is_valid
 
 
 def schema_text(kind: str) -> str:
@@ -123,13 +139,20 @@ def schema_text(kind: str) -> str:
 
 def validate_document(kind: str, document: LoadedDocument) -> list[Diagnostic]:
     """Every schema violation in `document`, each located and explained."""
-    fast = _fast_validator(kind)
-    if fast is not None and fast.is_valid(document.data):
+    fast = _fast_check(kind)
+    if fast is not None and _judged_valid(fast, document.data):
         return []
     found: list[Diagnostic] = []
     for error in validator_for(kind).iter_errors(document.data):
         found.extend(_explain(_most_specific(error), document))
     return found
+
+
+def _judged_valid(fast: Callable[[Any], bool], data: Any) -> bool:
+    try:
+        return fast(data)
+    except Exception:  # e.g. comparing a NaN: jsonschema, run next, reports or raises as it always has
+        return False
 
 
 def _most_specific(error: ValidationError) -> ValidationError:

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from publishers.postgres.grandfather import renewal_sql
+from publishers.postgres.grandfather import month_number, renewal_sql
 
 # Period ends at month ends, in leap and common years, around midnight and at DST changes; cycles of months
 # and of days; not-before dates from weeks before the period end to two years after it.
@@ -48,9 +48,17 @@ OFFSETS = sorted(
 )
 
 
+@pytest.mark.parametrize("months", ["computed inline", "passed in"])
 @pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/New_York", "Europe/Berlin"])
-def test_the_computed_renewal_is_the_first_one_on_or_after_the_date(raw_engine: Engine, zone: str) -> None:
-    computed = renewal_sql("pe", "every", "unit", "nb")
+def test_the_computed_renewal_is_the_first_one_on_or_after_the_date(
+    raw_engine: Engine, zone: str, months: str
+) -> None:
+    if months == "passed in":  # as the blast-radius query does, from columns computed once
+        computed = renewal_sql(
+            "pe", "every", "unit", "nb", period_end_month="pe_month", not_before_month="nb_month"
+        )
+    else:
+        computed = renewal_sql("pe", "every", "unit", "nb")
     step = (
         "CASE WHEN unit = 'month' THEN make_interval(months => every) ELSE make_interval(days => every) END"
     )
@@ -64,7 +72,8 @@ SELECT count(*) AS cases,
   FROM (SELECT pe, every, unit, nb, {computed} AS computed,
                (SELECT min(pe + g * {step}) FROM generate_series(0, 120) AS g WHERE pe + g * {step} >= nb)
                    AS stepped
-          FROM cases) AS both_ways
+          FROM (SELECT *, {month_number("pe")} AS pe_month, {month_number("nb")} AS nb_month FROM cases) AS c
+       ) AS both_ways
 """
     )
     with raw_engine.connect() as conn, conn.begin():

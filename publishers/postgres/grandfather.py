@@ -71,7 +71,21 @@ def moves_params(moves: Sequence[PriceMove]) -> dict[str, Any]:
     }
 
 
-def renewal_sql(period_end: str, every: str, unit: str, not_before: str) -> str:
+def month_number(moment: str) -> str:
+    """SQL for the calendar month of `moment` (an SQL expression) in the session's time zone, counted
+    from year 0: consecutive months differ by one, across years too."""
+    return f"CAST(extract(year FROM {moment}) * 12 + extract(month FROM {moment}) AS integer)"
+
+
+def renewal_sql(
+    period_end: str,
+    every: str,
+    unit: str,
+    not_before: str,
+    *,
+    period_end_month: str | None = None,
+    not_before_month: str | None = None,
+) -> str:
     """SQL for the first renewal `period_end + g × cycle` (g ≥ 0) that falls on or after `not_before`.
 
     Computed, not searched: in the session's time zone, the renewal g cycles after `period_end` lands in the
@@ -79,16 +93,18 @@ def renewal_sql(period_end: str, every: str, unit: str, not_before: str) -> str:
     month-end clamping (31 Jan + 1 month = 28 Feb) does to its day. So a g with g × every smaller than the
     months (days) from `period_end` to `not_before` is too early, a larger one is late enough, and the
     answer is the smallest g ≥ 0 with g × every ≥ that distance, or the one after it when that renewal
-    lands in `not_before`'s own month (day) but before it. The arguments are SQL expressions.
+    lands in `not_before`'s own month (day) but before it. The arguments are SQL expressions; the
+    `…_month` ones are `month_number()` of `period_end` and `not_before` when the caller has them already
+    (the expression below needs each twice, and `not_before` is the same for every subscriber of a price
+    change, so a query over many subscribers computes them once).
     """
     step = (
         f"CASE WHEN {unit} = 'month' THEN make_interval(months => {every}) "
         f"ELSE make_interval(days => {every}) END"
     )
+    target_month = not_before_month or month_number(not_before)
     elapsed = (
-        f"CASE WHEN {unit} = 'month' THEN "
-        f"CAST((extract(year FROM {not_before}) - extract(year FROM {period_end})) * 12 "
-        f"+ extract(month FROM {not_before}) - extract(month FROM {period_end}) AS integer) "
+        f"CASE WHEN {unit} = 'month' THEN {target_month} - {period_end_month or month_number(period_end)} "
         f"ELSE CAST({not_before} AS date) - CAST({period_end} AS date) END"
     )
     # Integer division truncates towards zero; under greatest(0, …) this is ceil(elapsed / every).
@@ -116,13 +132,15 @@ WITH moves AS (
 ),
 reached AS (
     SELECT sub.id AS subscription_id, sub.customer_id, sub.plan_id, sub.cycle, sub.currency,
-           sub.price_version_id AS from_version, sub.current_period_end, m.old_version
+           sub.price_version_id AS from_version, sub.current_period_end,
+           {month_number("sub.current_period_end")} AS period_end_month, m.old_version
       FROM moves m
       JOIN {s}.subscriptions sub ON sub.price_version_id = m.old_version
      WHERE sub.status IN ('trialing', 'active', 'past_due')
     UNION ALL
     SELECT DISTINCT ON (sub.id) sub.id, sub.customer_id, sub.plan_id, sub.cycle, sub.currency,
-           sub.price_version_id, sub.current_period_end, m.old_version
+           sub.price_version_id, sub.current_period_end, {month_number("sub.current_period_end")},
+           m.old_version
       FROM moves m
       JOIN {s}.price_migrations pm ON pm.to_version = m.old_version AND pm.status = 'scheduled'
       JOIN {s}.subscriptions sub ON sub.id = pm.subscription_id
@@ -160,7 +178,7 @@ chosen AS (
                AS notice_days
       FROM ruled ru
 ),
-rules AS MATERIALIZED (
+dated AS (
     SELECT c.*,
            -- Whole days: a renewal on the anniversary counts, whatever its time of day.
            date_trunc('day', CAST(:now AS timestamptz)) + greatest(
@@ -168,13 +186,25 @@ rules AS MATERIALIZED (
                CASE WHEN c.policy = 'keep_for' THEN CAST(c.keep_duration AS interval) ELSE interval '0' END
            ) AS not_before
       FROM chosen c
+),
+rules AS MATERIALIZED (
+    SELECT d.*, {month_number("d.not_before")} AS not_before_month FROM dated d
 )
 SELECT r.subscription_id, r.customer_id, r.plan_id, r.cycle, r.currency, r.from_version, u.old_version,
        u.new_version, u.from_minor, u.new_minor, u.direction, u.policy, u.cycle_months,
        CASE
          WHEN u.direction = 'same' OR u.policy = 'keep_forever' THEN NULL
          WHEN u.policy = 'migrate_now' THEN CAST(:now AS timestamptz)
-         ELSE {renewal_sql("r.current_period_end", "u.every", "u.unit", "u.not_before")}
+         ELSE {
+        renewal_sql(
+            "r.current_period_end",
+            "u.every",
+            "u.unit",
+            "u.not_before",
+            period_end_month="r.period_end_month",
+            not_before_month="u.not_before_month",
+        )
+    }
        END AS effective_at,
        u.notice_days
   FROM reached r

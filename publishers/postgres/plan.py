@@ -24,6 +24,7 @@ from compiler.catalog import Catalog, Settings
 from compiler.diff import CatalogDiff, Change, diff_catalogs
 from compiler.diff_format import diff_to_json
 from compiler.emit_yaml import catalog_files
+from compiler.gc_pause import paused_gc
 from compiler.money import Currency
 from compiler.project import compile_config
 from database.connection import quote_schema
@@ -188,6 +189,22 @@ def make_plan(
     locations: dict[str, tuple[str, int | None]] | None = None,
     now: datetime | None = None,
 ) -> Plan:
+    with paused_gc():
+        return _make_plan(
+            conn, schema, desired, environment=environment, database=database, locations=locations, now=now
+        )
+
+
+def _make_plan(
+    conn: Connection,
+    schema: str,
+    desired: Catalog,
+    *,
+    environment: str | None,
+    database: str,
+    locations: dict[str, tuple[str, int | None]] | None,
+    now: datetime | None,
+) -> Plan:
     moment = now or datetime.now(UTC)
     live, published_fingerprint, revision = live_state(conn, schema)
     target = with_retired(desired, live)
@@ -236,14 +253,25 @@ def price_moves(
     ]
     if not wanted:
         return {}
+    # Only the versions these changes close (the unique index on current versions finds each one), not
+    # every price of every touched plan: a 10% change to a large catalog would otherwise read them all.
     rows = conn.execute(
         sa.text(
-            f"SELECT id, plan_id, cycle, currency, region FROM {s}.price_versions WHERE valid_to IS NULL "
-            "AND plan_id = ANY(CAST(:plans AS text[]))"
+            "SELECT pv.id, pv.plan_id, pv.cycle, pv.currency, pv.region FROM unnest("
+            "CAST(:plans AS text[]), CAST(:cycles AS text[]), CAST(:currencies AS text[]), "
+            "CAST(:regions AS text[])) AS k(plan_id, cycle, currency, region) "
+            f"JOIN {s}.price_versions pv ON pv.valid_to IS NULL AND pv.plan_id = k.plan_id "
+            "AND pv.cycle = k.cycle AND pv.currency = k.currency "
+            "AND COALESCE(pv.region::text, '') = COALESCE(k.region, '')"
         ),
-        {"plans": sorted({c.owner for c in wanted if c.owner})},
-    )
-    versions = {(r.plan_id, r.cycle, r.currency, r.region): r.id for r in rows}
+        {
+            "plans": [c.owner for c in wanted],
+            "cycles": [c.cycle for c in wanted],
+            "currencies": [c.currency for c in wanted],
+            "regions": [c.region for c in wanted],
+        },
+    ).all()
+    versions = {(plan, cycle, currency, region): id_ for id_, plan, cycle, currency, region in rows}
     moves: dict[str, tuple[PriceMove, str]] = {}
     for change in wanted:
         assert change.owner is not None and change.currency is not None and change.new_amount is not None

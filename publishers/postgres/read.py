@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -56,8 +57,8 @@ from compiler.timeutil import Duration
 from database.connection import quote_schema
 
 
-def _rows(conn: Connection, sql: str) -> list[sa.RowMapping]:
-    return list(conn.execute(sa.text(sql)).mappings())
+def _rows(conn: Connection, sql: str) -> Sequence[sa.RowMapping]:
+    return conn.execute(sa.text(sql)).mappings().all()  # one fetchall: tens of thousands of price rows
 
 
 def _duration(text: str | None) -> Duration | None:
@@ -152,15 +153,21 @@ def _current_prices(
 ) -> dict[str, list[Price]]:
     cycle = cycle_column or f"'{PACKAGE_CYCLE}'"
     prices: dict[str, list[Price]] = defaultdict(list)
-    for r in _rows(
-        conn,
-        f"SELECT {owner} AS owner, {cycle} AS cycle, currency, region, amount_minor "
-        f"FROM {s}.{table} WHERE valid_to IS NULL ORDER BY id",
-    ):
-        currency = currencies.get(r["currency"]) or Currency(r["currency"])
-        prices[r["owner"]].append(
-            Price(r["cycle"], r["currency"], currency.from_minor(r["amount_minor"]), r["region"])
+    # Tens of thousands of rows in a large catalog, most amounts repeated: plain tuples, and each
+    # currency × minor amount converted once (Decimals are immutable, so sharing one is safe).
+    amounts: dict[tuple[str, int], Decimal] = {}
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {owner} AS owner, {cycle} AS cycle, currency, region, amount_minor "
+            f"FROM {s}.{table} WHERE valid_to IS NULL ORDER BY id"
         )
+    ).all()
+    for owner_id, cycle_id, code, region, minor in rows:
+        amount = amounts.get((code, minor))
+        if amount is None:
+            currency = currencies.get(code) or Currency(code)
+            amount = amounts[(code, minor)] = currency.from_minor(minor)
+        prices[owner_id].append(Price(cycle_id, code, amount, region))
     return prices
 
 
