@@ -37,8 +37,14 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    memory = ""
+    try:
+        total_kib = int(Path("/proc/meminfo").read_text("utf-8").split()[1])
+        memory = f", {total_kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
     cpu = f"{os.cpu_count()} CPU(s)" + (f" ({model})" if model else "")
-    return f"{cpu}, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
+    return f"{cpu}{memory}, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
 
 
 def print_table(rows: list[Row]) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import pstats
 import shutil
 import subprocess
@@ -42,6 +41,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from bench.database import bench_database  # noqa: E402
 from bench.generate import FULL, QUICK, Sizes, Variant, load_subscribers, write_config  # noqa: E402
+from bench.results import machine  # noqa: E402
 from compiler.document_cache import cache_directory  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
 from database.connection import create_engine  # noqa: E402
@@ -176,25 +176,6 @@ def compile_cleanly(config: Path) -> int:
 # ----------------------------------------------------------------------------------------------- report
 
 
-def _machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text("utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        total_kib = int(Path("/proc/meminfo").read_text("utf-8").split()[1])
-        memory = f", {total_kib / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    cpu = f"{os.cpu_count()} CPU(s)" + (f" ({model})" if model else "")
-    return f"{cpu}{memory}, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
-
-
 def print_table(rows: list[Measured]) -> None:
     headers = ("operation", "time (s)", "cpu (s)", "process (s)", "peak mem (MB)", "target", "result")
     lines = []
@@ -267,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tariff-bench-"))
     rows: list[Measured] = []
     try:
-        print(f"machine: {_machine()}")
+        print(f"machine: {machine()}")
         print(
             f"sizes: {sizes.plans} plans × 20 regions × 3 cycles = {sizes.prices:,} prices, "
             f"{sizes.promotions:,} promotions, {sizes.subscriptions:,} subscriptions "
