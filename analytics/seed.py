@@ -311,6 +311,12 @@ SELECT customer_id, model_id, 'demo-req-' || row_number() OVER (ORDER BY created
   FROM seed_usage_capped
 """
 
+_ANALYZE = """
+ANALYZE customers, subscriptions, subscription_history, token_accounts, token_grants, token_entries, token_usage,
+        token_usage_daily, usage_hourly, usage_customer_monthly, payments, refunds, redemptions,
+        redemption_requests, promotion_customer_usage, price_versions
+"""
+
 # Every writer of token_usage queues its rows for the analytics rollups (see refresh_usage_rollups()).
 _QUEUE_USAGE = """
 INSERT INTO usage_rollup_queue (customer_id, model_id, local_hour, first_at, requests, input_tokens,
@@ -630,6 +636,10 @@ def seed(
     step("payments")
     conn.execute(sa.text("SELECT refresh_usage_rollups()"))
     step("rollups")
+    # Fresh statistics for what was just loaded: a report run straight after the seed would otherwise plan
+    # on empty-table estimates (a nested loop over every grant × customer took seconds).
+    conn.execute(sa.text(_ANALYZE))
+    step("statistics")
     conn.execute(sa.text("SET LOCAL tariff.subscription_history = 'on'"))
     counts = conn.execute(sa.text(_COUNTS)).mappings().one()
     return SeedResult(
