@@ -90,8 +90,9 @@ def actions(
 ) -> None:
     """List the PayU actions of price changes for subscribers on e-mandates, by debit date.
 
-    pre_debit: the notice with the new amount that `tariff tick` sends between `send from` and `send by`
-    (24 hours before the debit); a failed attempt shows its error and is retried on a later tick.
+    pre_debit: the notice with the new amount that `tariff tick` sends from `send from` until 24 hours
+    before the debit (`send_by` in --format json); a failed attempt shows its error and is retried on a
+    later tick.
     new_mandate: the new price exceeds the mandate; pending until the customer authorises a new one.
     """
     from publishers.payu.mandates import ACTION_KINDS, ACTION_STATUSES, list_actions

@@ -65,7 +65,7 @@ def checkout(
     """Price the item with promotions applied and record a pending payment; returns it (no hash).
 
     With ``mandate`` (plans only) the payment is also an e-mandate consent: it carries ``mandate_terms``,
-    PayU's si_details for the standing instruction (payment_checkout_mandate in migration 0015).
+    PayU's si_details for the standing instruction (payment_checkout_mandate in migration 0016).
     """
     function = "payment_checkout_mandate" if mandate else "payment_checkout"
     return _call(

@@ -8,6 +8,7 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -306,7 +307,8 @@ def test_pre_debit_goes_out_in_its_window_once_and_is_retried_after_a_failure(
     # The amount the new price carries, for the day of the debit.
     assert (notice["amount"], notice["debitDate"]) == ("1886.82", action["debit_on"].isoformat())
     [done] = _actions(shop.engine)
-    assert (done["status"], done["attempts"], done["request_id"]) == ("done", 2, f"PD{done['id']}")
+    # A retry after a definite refusal is a new request, so PayU cannot answer it with "duplicate".
+    assert (done["status"], done["attempts"], done["request_id"]) == ("done", 2, f"PD{done['id']}-2")
     assert done["response"]["status"] == 1 and done["response"]["invoiceId"]
 
     again = send_due_pre_debits(shop.engine, S, shop.client, opened + timedelta(hours=2))
@@ -396,3 +398,21 @@ def test_tick_sends_due_pre_debits_with_payu_settings_only(shop: Shop, tmp_path:
 
 def _active_mandate(shop: Shop) -> str:
     return str(scalar(shop.engine, f"SELECT authpayuid FROM {S}.mandates WHERE status = 'active'"))
+
+
+def test_a_notice_is_for_the_first_debit_at_the_new_price_dated_where_payu_debits(
+    shop: Shop, tmp_path: Path
+) -> None:
+    [action] = _reached(shop, tmp_path, "asha")
+    with shop.engine.begin() as conn:
+        period_end, tz = conn.execute(
+            sa.text(
+                f"SELECT current_period_end, (SELECT timezone FROM {S}.catalog_state) "
+                f"FROM {S}.subscriptions WHERE id = :id"
+            ),
+            {"id": action["subscription_id"]},
+        ).one()
+    # Never before the period the customer has paid for ends, and the date in the catalog's time zone
+    # (a debit early in the morning in India is still the previous day in UTC).
+    assert action["debit_at"] >= period_end
+    assert action["debit_on"] == action["debit_at"].astimezone(ZoneInfo(tz)).date()

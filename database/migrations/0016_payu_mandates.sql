@@ -210,8 +210,10 @@ BEGIN
        OR EXISTS (SELECT 1 FROM mandates WHERE consent_payment = NEW.id) THEN
         RETURN NULL;
     END IF;
+    -- Not the mandate this consent created, when the app recorded it already under the same authpayuid.
     UPDATE mandates SET status = 'replaced', updated_at = NEW.paid_at
-     WHERE subscription_id = NEW.subscription_id AND status IN ('pending', 'active');
+     WHERE subscription_id = NEW.subscription_id AND status IN ('pending', 'active')
+       AND authpayuid IS DISTINCT FROM NEW.mihpayid;
     INSERT INTO mandates (customer_id, subscription_id, consent_payment, authpayuid, currency, max_amount_minor,
                           billing_cycle, billing_interval, billing_rule, status, starts_on, ends_on,
                           created_at, updated_at)

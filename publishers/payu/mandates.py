@@ -15,7 +15,7 @@ debit. `send_due_pre_debits` is what `tariff tick` runs after its transaction co
 
 A sender that dies mid-send leaves a lease that expires; the next run sends again with the same requestId,
 and PayU's "duplicate requestId" then means the first attempt got through. `new_mandate` actions wait for
-the customer: a mandate authorised through `tariff payu checkout --mandate` resolves them (migration 0015).
+the customer: a mandate authorised through `tariff payu checkout --mandate` resolves them (migration 0016).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def retry_delay(attempts: int) -> timedelta:
     return min(delay, MAX_RETRY)
 
 
-# When the announced debit happens (rows recorded before migration 0015 have only its date).
+# When the announced debit happens (rows recorded before migration 0016 have only its date).
 DEBIT_AT = "coalesce(pa.debit_at, CAST(pa.debit_on AS timestamptz))"
 
 
@@ -61,7 +61,7 @@ def _settle_stale(conn: Connection, s: str, at: datetime) -> dict[str, int]:
     open_rows = (
         f"SELECT pa.id FROM {s}.payu_actions pa JOIN {s}.mandates m ON m.id = pa.mandate_id "
         "WHERE pa.kind = 'pre_debit' "
-        "AND (pa.status = 'pending' OR (pa.status = 'sending' AND pa.lease_until <= :at)) AND "
+        "AND (pa.status = 'pending' OR (pa.status = 'sending' AND pa.lease_until <= clock_timestamp())) AND "
     )
     skipped = conn.execute(
         sa.text(
@@ -87,25 +87,36 @@ def _settle_stale(conn: Connection, s: str, at: datetime) -> dict[str, int]:
     return {"skipped": int(skipped or 0), "expired": int(failed or 0)}
 
 
+# The previous attempt may have reached PayU: its sender's lease ran out, or the network failed.
+_UNKNOWN = "(due.was = 'sending' OR pa.response->>'code' = 'network')"
+
+
 def _claim(conn: Connection, s: str, at: datetime, token: uuid.UUID, limit: int) -> list[dict[str, Any]]:
     return [
         dict(r)
         for r in conn.execute(
             sa.text(
-                f"WITH due AS (SELECT pa.id FROM {s}.payu_actions pa "
+                f"WITH due AS (SELECT pa.id, pa.status AS was FROM {s}.payu_actions pa "
                 f"JOIN {s}.mandates m ON m.id = pa.mandate_id CROSS JOIN {s}.payment_rules r "
                 "WHERE pa.kind = 'pre_debit' AND m.status = 'active' "
-                "AND (pa.status = 'pending' OR (pa.status = 'sending' AND pa.lease_until <= :at)) "
+                "AND (pa.status = 'pending' "
+                "OR (pa.status = 'sending' AND pa.lease_until <= clock_timestamp())) "
                 f"AND {DEBIT_AT} - CAST(r.pre_debit_notice AS interval) <= :at "
                 "AND (pa.next_attempt_at IS NULL OR pa.next_attempt_at <= :at) "
                 "ORDER BY pa.debit_at, pa.id LIMIT :limit FOR UPDATE OF pa SKIP LOCKED) "
+                # Leases are about live senders, so real time, whatever --now a tick runs at. When the
+                # previous attempt may have reached PayU its request id is used again, and PayU's "duplicate"
+                # answer then means sent; after a definite answer (a refusal) a retry is a new request.
                 f"UPDATE {s}.payu_actions pa SET status = 'sending', lease_token = :token, "
-                "lease_until = CAST(:at AS timestamptz) + :lease, attempts = pa.attempts + 1, "
-                "last_attempt_at = :at "
+                "lease_until = clock_timestamp() + :lease, attempts = pa.attempts + 1, "
+                "last_attempt_at = :at, request_id = CASE "
+                f"WHEN pa.request_id IS NOT NULL AND {_UNKNOWN} THEN pa.request_id "
+                "WHEN pa.attempts = 0 THEN 'PD' || pa.id "
+                "ELSE 'PD' || pa.id || '-' || (pa.attempts + 1) END "
                 f"FROM due, {s}.mandates m, {s}.currencies c "
                 "WHERE pa.id = due.id AND m.id = pa.mandate_id AND c.code = pa.currency "
-                "RETURNING pa.id, pa.amount_minor, pa.currency, pa.debit_on, pa.attempts, m.authpayuid, "
-                "c.minor_units"
+                "RETURNING pa.id, pa.amount_minor, pa.currency, pa.debit_on, pa.attempts, pa.request_id, "
+                f"{_UNKNOWN} AS outcome_unknown, m.authpayuid, c.minor_units"
             ),
             {"at": at, "token": token, "lease": LEASE, "limit": limit},
         ).mappings()
@@ -163,12 +174,12 @@ def send_due_pre_debits(
         claimed = _claim(conn, s, at, token, limit)
     summary: dict[str, Any] = {"sent": 0, "failed": 0, **stale, "errors": []}
     for action in claimed:
-        request_id = f"PD{action['id']}"
+        request_id = str(action["request_id"])
         amount = Decimal(int(action["amount_minor"])).scaleb(-int(action["minor_units"]))
         try:
             notice = client.pre_debit_si(str(action["authpayuid"]), request_id, action["debit_on"], amount)
         except PayUError as exc:
-            if exc.code == "duplicate_request" and int(action["attempts"]) > 1:
+            if exc.code == "duplicate_request" and action["outcome_unknown"]:
                 # An earlier attempt whose answer was lost reached PayU: the notice is out.
                 done, detail, response = True, "sent by an earlier attempt (PayU: duplicate requestId)", {}
             else:

@@ -43,6 +43,9 @@ WITH affected AS ({affected_sql(s)}),
 debits AS (
     SELECT a.subscription_id, a.customer_id, a.new_minor, a.effective_at, m.id AS mandate_id,
            m.max_amount_minor, m.currency,
+           -- The first debit at the new price: the renewal at or after the change (a change that applies
+           -- at once still debits the new amount only when the current period ends).
+           greatest(a.effective_at, sub.current_period_end) AS debit_at,
            CASE WHEN r.tax_percent > 0 AND NOT r.tax_inclusive
                 THEN a.new_minor + {s}.round_minor(a.new_minor * r.tax_percent / 100, c.rounding)
                 ELSE a.new_minor END AS debit_minor
@@ -54,7 +57,7 @@ debits AS (
      WHERE a.effective_at IS NOT NULL AND a.direction <> 'same' AND m.currency = a.currency
 )
 SELECT subscription_id, customer_id, mandate_id, currency, debit_minor, max_amount_minor, effective_at,
-       CASE WHEN debit_minor > max_amount_minor THEN 'new_mandate' ELSE 'pre_debit' END AS kind
+       debit_at, CASE WHEN debit_minor > max_amount_minor THEN 'new_mandate' ELSE 'pre_debit' END AS kind
   FROM debits
  ORDER BY subscription_id
 """
@@ -86,7 +89,10 @@ def record_actions(conn: Connection, s: str, params: dict[str, Any], revision_id
         sa.text(
             f"INSERT INTO {s}.payu_actions (kind, subscription_id, mandate_id, revision_id, amount_minor, "
             f"currency, debit_on, debit_at) SELECT kind, subscription_id, mandate_id, :rev, debit_minor, "
-            f"currency, CAST(effective_at AS date), effective_at FROM ({mandate_sql(s)}) x "
+            # The debit's date where PayU debits: the catalog's time zone, not the session's.
+            f"currency, CAST(debit_at AT TIME ZONE (SELECT timezone FROM {s}.catalog_state) AS date), "
+            "debit_at "
+            f"FROM ({mandate_sql(s)}) x "
             "ON CONFLICT (kind, subscription_id, mandate_id, amount_minor) DO NOTHING"
         ),
         {**params, "rev": revision_id},
