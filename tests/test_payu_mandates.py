@@ -416,3 +416,18 @@ def test_a_notice_is_for_the_first_debit_at_the_new_price_dated_where_payu_debit
     # (a debit early in the morning in India is still the previous day in UTC).
     assert action["debit_at"] >= period_end
     assert action["debit_on"] == action["debit_at"].astimezone(ZoneInfo(tz)).date()
+
+
+def test_a_later_price_change_supersedes_a_notice_not_yet_sent(shop: Shop, tmp_path: Path) -> None:
+    [first] = _reached(shop, tmp_path, "asha")
+    result = _reprice(shop.engine, tmp_path, "1649")  # before the first notice's window opens
+    assert result.payu_actions == 1
+    actions = {a["id"]: a for a in _actions(shop.engine)}
+    assert actions[first["id"]]["status"] == "skipped"
+    assert "superseded by revision" in actions[first["id"]]["detail"]
+    [latest] = [a for a in actions.values() if a["status"] == "pending"]
+    assert latest["amount_minor"] == 194582  # 1,649 + 18 % GST: what the rescheduled migration debits
+    sent = send_due_pre_debits(shop.engine, S, shop.client, latest["debit_at"] - timedelta(hours=30))
+    assert sent["sent"] == 1
+    auth = scalar(shop.engine, f"SELECT authpayuid FROM {S}.mandates")
+    assert [n["amount"] for n in _notices(shop)[auth]] == ["1945.82"]  # one amount per debit: the latest

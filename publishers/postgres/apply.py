@@ -273,6 +273,7 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
             {**moves_params(moves), "now": now},
             result.revision_id,
             channels[0] if channels else "email",
+            affected="SELECT * FROM tariff_affected",
         )
     if not channels:
         return  # price_change is routed nowhere: customers are not written to

@@ -36,10 +36,14 @@ class MandateImpact:
         }
 
 
-def mandate_sql(s: str) -> str:
-    """One row per reached subscription with an active mandate: the action it needs and the amount."""
+def mandate_sql(s: str, affected: str | None = None) -> str:
+    """One row per reached subscription with an active mandate: the action it needs and the amount.
+
+    `affected`: the reached subscriptions as a query, when the caller computed them already (apply does,
+    before it reschedules their migrations, after which the grandfathering query no longer finds them).
+    """
     return f"""
-WITH affected AS ({affected_sql(s)}),
+WITH affected AS ({affected or affected_sql(s)}),
 debits AS (
     SELECT a.subscription_id, a.customer_id, a.new_minor, a.effective_at, m.id AS mandate_id,
            m.max_amount_minor, m.currency,
@@ -83,8 +87,30 @@ def mandate_impact(conn: Connection, s: str, params: dict[str, Any]) -> MandateI
     )
 
 
-def record_actions(conn: Connection, s: str, params: dict[str, Any], revision_id: int, channel: str) -> int:
-    """Record the PayU actions of an apply (idempotent), and tell customers who must sign a new mandate."""
+def record_actions(
+    conn: Connection,
+    s: str,
+    params: dict[str, Any],
+    revision_id: int,
+    channel: str,
+    affected: str | None = None,
+) -> int:
+    """Record the PayU actions of an apply (idempotent), and tell customers who must sign a new mandate.
+
+    A notice not sent yet for the same subscription and mandate is superseded: the customer is told one
+    amount per debit, the one this apply schedules.
+    """
+    actions = mandate_sql(s, affected)
+    conn.execute(
+        sa.text(
+            f"UPDATE {s}.payu_actions pa SET status = 'skipped', done_at = now(), "
+            "detail = 'superseded by revision ' || :rev "
+            f"FROM ({actions}) x WHERE pa.kind = 'pre_debit' AND pa.status = 'pending' "
+            "AND pa.subscription_id = x.subscription_id AND pa.mandate_id = x.mandate_id "
+            "AND pa.amount_minor <> x.debit_minor"
+        ),
+        {**params, "rev": revision_id},
+    )
     recorded = conn.execute(
         sa.text(
             f"INSERT INTO {s}.payu_actions (kind, subscription_id, mandate_id, revision_id, amount_minor, "
@@ -92,7 +118,7 @@ def record_actions(conn: Connection, s: str, params: dict[str, Any], revision_id
             # The debit's date where PayU debits: the catalog's time zone, not the session's.
             f"currency, CAST(debit_at AT TIME ZONE (SELECT timezone FROM {s}.catalog_state) AS date), "
             "debit_at "
-            f"FROM ({mandate_sql(s)}) x "
+            f"FROM ({actions}) x "
             "ON CONFLICT (kind, subscription_id, mandate_id, amount_minor) DO NOTHING"
         ),
         {**params, "rev": revision_id},
