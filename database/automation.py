@@ -96,7 +96,22 @@ def describe(summary: Summary) -> list[str]:
 
 
 def _generic(result: Summary) -> str:
-    return ", ".join(f"{key} {value}" for key, value in result.items())
+    parts = [f"{key} {value}" for key, value in result.items() if key != "errors"]
+    errors = result.get("errors")
+    if errors:
+        parts.append("errors: " + _grouped(errors))
+    return ", ".join(parts)
+
+
+def _grouped(errors: list[Any]) -> str:
+    """The same failure a hundred times is one line with a count (every error stays in --format json)."""
+    counts: dict[str, int] = {}
+    for error in errors:
+        message = str(error.get("error", error)) if isinstance(error, dict) else str(error)
+        counts[message] = counts.get(message, 0) + 1
+    shown = [f"{n}× {message}" if n > 1 else message for message, n in list(counts.items())[:3]]
+    more = len(counts) - len(shown)
+    return "; ".join(shown) + (f"; and {more} other error(s)" if more else "")
 
 
 def _ledger(r: Summary) -> str:

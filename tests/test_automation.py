@@ -571,3 +571,26 @@ def test_tokens_show_at_a_time(db: Engine, pg_url: str, tmp_path: Path) -> None:
     assert february["usable"] == 1500
     error = show("--at", "soon")
     assert isinstance(error, CommandError) and error.message.startswith("--at:")
+
+
+def test_tick_text_counts_repeated_errors_instead_of_listing_each() -> None:
+    from database.automation import describe
+
+    failure = "SMTP smtp.example.com:587: environment variable TARIFF_SMTP_PASSWORD is not set"
+    lines = describe(
+        {
+            "at": "2026-11-26T00:00:00+00:00",
+            "steps": {
+                "notifications": {
+                    "claimed": 21,
+                    "sent": 0,
+                    "errors": [{"id": n, "error": failure} for n in range(20)]
+                    + [{"id": 99, "error": "HTTP 500"}],
+                }
+            },
+        }
+    )
+    [line] = [line for line in lines if "notifications" in line]
+    assert "claimed 21, sent 0" in line
+    assert f"errors: 20× {failure}; HTTP 500" in line
+    assert "'id'" not in line  # no raw records in the text output
