@@ -3,9 +3,9 @@
 Series come from SQL aggregates of small tables (token_usage_daily, payments by day); the model is an
 exponential-smoothing state-space model (statsmodels ETSModel: additive error, an additive trend, damped or
 not, and weekly seasonality, additive or multiplicative, chosen by AICc), which gives prediction intervals
-that widen with the horizon. Each forecast is
-back-tested by rolling origin: refit on the history up to an earlier day, forecast the following window,
-compare with what happened, several times; MAE, MAPE and the interval's coverage say how far to trust it.
+that widen with the horizon. Each forecast is back-tested by rolling origin: choose and refit on the
+history up to an earlier day, forecast the following window, compare with what happened, several times;
+MAE, MAPE and the interval's coverage say how far to trust it.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _fit_predict(series: pd.Series, horizon: int, level: float) -> tuple[pd.Data
         flat = np.full(horizon, values[-1])
         return pd.DataFrame(
             {"mean": flat, "lower": flat, "upper": flat}, index=index
-        ), "the last value (constant)"
+        ), "the last value (the series is constant)"
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
     endog = pd.Series(values, index=pd.date_range(series.index[0], periods=len(values), freq="D"))
@@ -97,7 +97,10 @@ def _fit_predict(series: pd.Series, horizon: int, level: float) -> tuple[pd.Data
                 seasonal=seasonal,
                 seasonal_periods=SEASON,
             ).fit(disp=False)
-            name = f"ETS(A,{'Ad' if damped else 'A'},{'M' if seasonal == 'mul' else 'A'})"
+            name = (
+                f"ETS(A,{'Ad' if damped else 'A'},{'M' if seasonal == 'mul' else 'A'}) with weekly "
+                "seasonality (statsmodels), chosen by AICc"
+            )
             if np.isfinite(fitted.aicc) and (best is None or fitted.aicc < best[0]):
                 best = (float(fitted.aicc), name, fitted)
         if best is None:
@@ -170,7 +173,7 @@ def forecast(series: pd.Series, horizon: int, *, level: float = DEFAULT_LEVEL) -
         predicted=predicted,
         level=level,
         backtest=backtest(series, window, level=level),
-        method=f"{model} with weekly seasonality (statsmodels), chosen by AICc",
+        method=model,
     )
 
 

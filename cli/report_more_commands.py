@@ -109,7 +109,7 @@ def forecast(
 ) -> None:
     """Forecast daily credits or revenue, with prediction intervals and how far to trust them.
 
-    Shows how far off the same model was on recent weeks it had not seen (rolling-origin back-test:
+    Shows how far off the same method was on recent weeks it had not seen (rolling-origin back-test:
     MAE, MAPE, interval coverage).
 
     Fits exponential smoothing with a trend and weekly seasonality (the model chosen by AICc) on complete
