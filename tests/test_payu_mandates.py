@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -403,19 +403,26 @@ def _active_mandate(shop: Shop) -> str:
 def test_a_notice_is_for_the_first_debit_at_the_new_price_dated_where_payu_debits(
     shop: Shop, tmp_path: Path
 ) -> None:
-    [action] = _reached(shop, tmp_path, "asha")
+    _consent(shop, "asha")
     with shop.engine.begin() as conn:
+        # The period ends at 20:00 UTC: 01:30 the next day in India, where the catalog (and PayU) date it.
+        conn.execute(
+            sa.text(
+                f"UPDATE {S}.subscriptions SET current_period_end = "
+                "date_trunc('day', current_period_end) + interval '20 hours'"
+            )
+        )
         period_end, tz = conn.execute(
             sa.text(
-                f"SELECT current_period_end, (SELECT timezone FROM {S}.catalog_state) "
-                f"FROM {S}.subscriptions WHERE id = :id"
-            ),
-            {"id": action["subscription_id"]},
+                f"SELECT current_period_end, (SELECT timezone FROM {S}.catalog_state) FROM {S}.subscriptions"
+            )
         ).one()
-    # Never before the period the customer has paid for ends, and the date in the catalog's time zone
-    # (a debit early in the morning in India is still the previous day in UTC).
-    assert action["debit_at"] >= period_end
-    assert action["debit_on"] == action["debit_at"].astimezone(ZoneInfo(tz)).date()
+    assert _reprice(shop.engine, tmp_path, "1599").payu_actions == 1
+    [action] = _actions(shop.engine)
+    assert action["debit_at"] >= period_end  # never before the period the customer has paid for ends
+    local = action["debit_at"].astimezone(ZoneInfo(tz))
+    assert local.date() != action["debit_at"].astimezone(UTC).date()  # the case where the zones disagree
+    assert action["debit_on"] == local.date()
 
 
 def test_a_later_price_change_supersedes_a_notice_not_yet_sent(shop: Shop, tmp_path: Path) -> None:
