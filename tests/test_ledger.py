@@ -160,7 +160,7 @@ def test_entries_are_append_only(db: Engine) -> None:
     for statement in ("UPDATE {S}.token_entries SET amount = 1000", "DELETE FROM {S}.token_entries"):
         with pytest.raises(DBAPIError, match="append-only"), db.begin() as conn:
             conn.execute(sa.text(statement.format(S=S)))
-    with pytest.raises(DBAPIError, match="token_accounts_balance_check"), db.begin() as conn:
+    with pytest.raises(DBAPIError, match="credit_balance_not_negative"), db.begin() as conn:
         conn.execute(sa.text(f"UPDATE {S}.token_accounts SET balance = -1"))
 
 
