@@ -1,10 +1,16 @@
--- Admission reads pool membership by its key, and a member's pool and caps only for members.
+-- Admission with fewer plan nodes: same rules, refusals and results as 0014_fast_admission.sql.
 --
--- admit_tokens read every customer's pool membership, with the pool and its template joined, before the
--- lock and again under it: three tables and three indexes opened, and their scans set up, on every request,
--- though most customers are in no pool. Now both reads look up the membership alone (one index); a member's
--- pool account is read before the lock and the member's caps once both locks are held, as before. Same
--- rules, refusals and results as 0014_fast_admission.sql.
+-- * Pool membership is looked up by its key, before the lock and again under it; a member's pool account
+--   is read before the lock and the member's caps once both locks are held, as before. The reads joined the
+--   pool and its template for every customer, though most are in no pool: three tables and three indexes
+--   opened, and their scans set up, twice per request.
+-- * Open reservations are read once under the lock, for both questions asked of them: has one expired (to
+--   release it first), and how many credits do they hold against the limits.
+-- * The grant drawn first and what it has left come from one ordered aggregate instead of two.
+-- * The result's limits are built as one object instead of two joined together.
+--
+-- Every PostgreSQL statement sets up each node of its plan each time it runs, so on a request that touches
+-- one row per table, the setup of plan nodes was most of the work.
 
 -- Shared by consume() and reserve(). Same rules, refusals and result as before (see 0008_token_pools.sql):
 -- before any lock, the arguments, model, rules, limits and pool membership; under the account lock(s),
@@ -34,7 +40,6 @@ DECLARE
     v_rpm          bigint;
     v_cpm          bigint;
     v_overridden   boolean;
-    v_limits       jsonb;
     v_account      token_accounts;
     v_pool         text;
     v_pool_acct    bigint;
@@ -117,9 +122,6 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'AI models are declared in pricing/tokens/ and published by tariff apply';
     END IF;
-    v_limits := jsonb_build_object(
-        'plan', v_plan, 'per_request', v_per_request, 'daily', v_daily_limit, 'monthly', v_month_limit,
-        'requests_per_minute', v_rpm, 'credits_per_minute', v_cpm, 'overridden', v_overridden);
     v_local := p_at AT TIME ZONE v_tz;
     v_day_start := date_trunc('day', v_local) AT TIME ZONE v_tz;
     v_mon_start := date_trunc('month', v_local) AT TIME ZONE v_tz;
@@ -154,8 +156,7 @@ BEGIN
         -- in it) and the usable credits of the account and its pool with the grant drawn first.
         SELECT (SELECT mb.pool_id FROM token_pool_members mb WHERE mb.customer_id = p_customer),
                prev.customer_id, prev.kind, prev.result,
-               EXISTS (SELECT 1 FROM token_requests
-                        WHERE account_id = v_account.id AND status = 'open' AND expires_at <= p_at),
+               coalesce(held.expired, false),
                coalesce(rollup.today, 0) + coalesce(held.today, 0),
                coalesce(rollup.month, 0) + coalesce(held.month, 0),
                coalesce(recent.requests, 0), coalesce(recent.credits, 0),
@@ -171,11 +172,15 @@ BEGIN
                    AND customer_id = p_customer AND day >= date_trunc('month', v_local)::date
                    AND day <= v_local::date) rollup ON true
           LEFT JOIN LATERAL (
-                SELECT sum(credits) FILTER (WHERE created_at >= v_day_start) AS today, sum(credits) AS month
+                -- Open reservations: any expired (to release first), and the credits they hold against the
+                -- limits (counted, like the rollup's, only when there are limits).
+                SELECT bool_or(expires_at <= p_at) AS expired,
+                       sum(credits) FILTER (WHERE (v_daily_limit IS NOT NULL OR v_month_limit IS NOT NULL)
+                                              AND created_at >= v_day_start AND created_at <= p_at) AS today,
+                       sum(credits) FILTER (WHERE (v_daily_limit IS NOT NULL OR v_month_limit IS NOT NULL)
+                                              AND created_at >= v_mon_start AND created_at <= p_at) AS month
                   FROM token_requests
-                 WHERE (v_daily_limit IS NOT NULL OR v_month_limit IS NOT NULL)
-                   AND account_id = v_account.id AND status = 'open'
-                   AND created_at >= v_mon_start AND created_at <= p_at) held ON true
+                 WHERE account_id = v_account.id AND status = 'open') held ON true
           LEFT JOIN LATERAL (
                 SELECT count(*) AS requests, sum(r.credits) AS credits
                   FROM (SELECT credits FROM token_requests
@@ -185,15 +190,15 @@ BEGIN
                          ORDER BY created_at DESC
                          LIMIT coalesce(v_rpm, 1000000000)) r) recent ON true
           LEFT JOIN LATERAL (
-                SELECT sum(remaining) FILTER (WHERE account_id = v_account.id) AS own,
-                       sum(remaining) FILTER (WHERE account_id = v_pool_acct) AS pooled,
-                       (array_agg(id ORDER BY account_id <> v_account.id, priority, expires_at NULLS LAST,
-                                  created_at, id))[1] AS first,
-                       (array_agg(remaining ORDER BY account_id <> v_account.id, priority,
-                                  expires_at NULLS LAST, created_at, id))[1] AS first_left
-                  FROM token_grants
-                 WHERE account_id IN (v_account.id, v_pool_acct) AND remaining > 0 AND starts_at <= p_at
-                   AND (expires_at IS NULL OR expires_at > p_at)) credit ON true;
+                SELECT g.own, g.pooled, g.head[1][1] AS first, g.head[1][2] AS first_left
+                  FROM (SELECT sum(remaining) FILTER (WHERE account_id = v_account.id) AS own,
+                               sum(remaining) FILTER (WHERE account_id = v_pool_acct) AS pooled,
+                               -- The grant drawn first and what it has left, in one ordered aggregate.
+                               array_agg(ARRAY[id, remaining] ORDER BY account_id <> v_account.id, priority,
+                                         expires_at NULLS LAST, created_at, id) AS head
+                          FROM token_grants
+                         WHERE account_id IN (v_account.id, v_pool_acct) AND remaining > 0
+                           AND starts_at <= p_at AND (expires_at IS NULL OR expires_at > p_at)) g) credit ON true;
 
         IF v_check_pool IS DISTINCT FROM v_pool THEN
             v_attempt := v_attempt + 1;
@@ -316,7 +321,9 @@ BEGIN
         'balance', v_balance,
         'resets_at', v_resets,
         'expires_at', v_expires,
-        'limits', v_limits || jsonb_build_object(
+        'limits', jsonb_build_object(
+            'plan', v_plan, 'per_request', v_per_request, 'daily', v_daily_limit, 'monthly', v_month_limit,
+            'requests_per_minute', v_rpm, 'credits_per_minute', v_cpm, 'overridden', v_overridden,
             'daily_used', v_daily, 'monthly_used', v_monthly,
             'daily_resets_at', v_day_reset, 'monthly_resets_at', v_mon_reset),
         'replayed', false);
