@@ -189,7 +189,7 @@ def _naive_tokens(engine: Engine) -> dict[str, Any]:
         ):
             local = pd.to_datetime(chunk["created_at"], utc=True).dt.tz_convert("Asia/Kolkata")
             chunk["day"] = local.dt.date
-            chunk["how"] = local.dt.dayofweek * 24 + local.dt.hour
+            chunk["how"] = local.dt.day_of_week * 24 + local.dt.hour
             totals.append(chunk.groupby(["day", "model_id", "how"])[["credits", "cost"]].sum().reset_index())
     combined = pd.concat(totals).groupby(["day", "model_id", "how"]).sum()
     return {"credits": int(combined["credits"].sum())}
