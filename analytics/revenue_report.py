@@ -43,14 +43,17 @@ hist AS (
       LEFT JOIN customers c ON c.id = h.customer_id
 )"""
 
-# Month segments of the period and each customer's MRR at every segment boundary.
-_SNAPSHOTS = """
+# Month segments of the period.
+_SEGS = """
 segs AS (
     SELECT greatest(m, CAST(:from_day AS timestamp))::date AS seg_from,
            least(m + interval '1 month', CAST(:until_day AS timestamp))::date AS seg_until
       FROM generate_series(date_trunc('month', CAST(:from_day AS timestamp)), CAST(:to_day AS timestamp),
                            interval '1 month') AS m
-),
+)"""
+
+# Each customer's MRR at every segment boundary.
+_SNAP = """
 points AS (
     SELECT DISTINCT d AS day, CAST(d AS timestamp) AT TIME ZONE :tz AS at
       FROM (SELECT seg_from AS d FROM segs UNION SELECT seg_until FROM segs) x
@@ -63,7 +66,10 @@ snap AS (
       FROM points p
       JOIN hist h ON h.mrr_minor > 0 AND h.valid_from <= p.at AND (h.valid_to IS NULL OR h.valid_to > p.at)
      GROUP BY p.day, h.customer_id
-),
+)"""
+
+# Each customer's MRR at the start and end of every segment, classified.
+_MOVES = """
 pairs AS (
     SELECT s.seg_from, s.seg_until, x.customer_id,
            coalesce(sum(x.mrr) FILTER (WHERE x.day = s.seg_from), 0) AS start_mrr,
@@ -89,6 +95,13 @@ moves AS (
       FROM pairs p LEFT JOIN first_paid f ON f.customer_id = p.customer_id
 )"""
 
+
+# What the sections read: the snapshots, movements and payment sums built once per report (_materialise).
+_SNAPSHOTS_T = f"""{_SEGS},
+snap AS (SELECT * FROM pg_temp.revenue_snap),
+moves AS (SELECT * FROM pg_temp.revenue_moves)"""
+_PAY_T = "pay AS (SELECT * FROM pg_temp.revenue_pay)"
+
 _PAYMENTS = """
 pay AS (
     SELECT p.id, p.customer_id, p.plan_id, p.currency::text AS currency, coalesce(p.region::text, '') AS region,
@@ -99,9 +112,37 @@ pay AS (
                                              / 10 ^ cu.minor_units / cu.usd_rate ELSE 0 END AS refunded_usd,
            p.discount_minor / 10 ^ cu.minor_units / cu.usd_rate AS discount_usd
       FROM payments p JOIN currencies cu ON cu.code = p.currency
-     WHERE coalesce(p.paid_at, p.failed_at, p.created_at) >= (SELECT lo FROM bounds)
-       AND coalesce(p.paid_at, p.failed_at, p.created_at) < (SELECT hi FROM bounds)
+     WHERE coalesce(p.paid_at, p.failed_at, p.created_at) >= CAST(:from_day AS timestamp) AT TIME ZONE :tz
+       AND coalesce(p.paid_at, p.failed_at, p.created_at) < CAST(:until_day AS timestamp) AT TIME ZONE :tz
 )"""
+
+# The period's payments summed per local month, plan, currency and region, built once per report: every
+# section but promotions needs only these sums, and a pass over payments is the report's largest cost.
+# Amounts are summed in minor units and converted once per group (the currency is part of the group), and
+# a refund's share is computed only for refunded payments: per-row numeric arithmetic dominated the pass.
+# Every payment read here lies in the period, so its local month is also its segment of _SEGS.
+_PAY_MONTHLY = """
+WITH sums AS (
+    SELECT date_trunc('month', coalesce(p.paid_at, p.failed_at, p.created_at) AT TIME ZONE :tz)::date AS month,
+           p.plan_id, p.currency::text AS currency, coalesce(p.region::text, '') AS region, count(*) AS attempts,
+           count(p.paid_at) AS paid, count(*) FILTER (WHERE p.status = 'failure') AS failed,
+           count(*) FILTER (WHERE p.amount_minor > 0 AND sign(p.refunded_minor) * sign(p.net_minor) > 0)
+               AS refunds,
+           coalesce(sum(p.net_minor) FILTER (WHERE p.paid_at IS NOT NULL), 0) AS net_minor,
+           coalesce(sum(p.refunded_minor::numeric * p.net_minor / p.amount_minor)
+                        FILTER (WHERE p.amount_minor > 0 AND p.refunded_minor <> 0), 0) AS refunded_minor,
+           sum(p.discount_minor) AS discount_minor
+      FROM payments p
+     WHERE coalesce(p.paid_at, p.failed_at, p.created_at) >= CAST(:from_day AS timestamp) AT TIME ZONE :tz
+       AND coalesce(p.paid_at, p.failed_at, p.created_at) < CAST(:until_day AS timestamp) AT TIME ZONE :tz
+     GROUP BY 1, 2, 3, 4
+)
+SELECT s.month, s.plan_id, s.currency, s.region, s.attempts, s.paid, s.failed, s.refunds,
+       s.net_minor / 10 ^ cu.minor_units / cu.usd_rate AS net_usd,
+       s.refunded_minor / 10 ^ cu.minor_units / cu.usd_rate AS refunded_usd,
+       (s.net_minor - s.refunded_minor) / 10 ^ cu.minor_units / cu.usd_rate AS net_less_refunded,
+       s.discount_minor / 10 ^ cu.minor_units / cu.usd_rate AS discount_usd
+  FROM sums s JOIN currencies cu ON cu.code = s.currency"""
 
 
 def _usd(value: Any) -> Decimal:
@@ -119,6 +160,24 @@ class RevenueReportBuilder:
         self.conn = conn
         self.period = period
         self.params: dict[str, Any] = {**period.params(), "window": IMPACT_WINDOW_DAYS}
+        self._materialise()
+
+    def _materialise(self) -> None:
+        """Snapshots, movements and the payments' sums, computed once for the sections that read them
+        (each used to recompute them); ON COMMIT DROP keeps them to the report's transaction."""
+        for name, sql in (
+            ("revenue_snap", f"WITH {_BASE}, {_SEGS}, {_SNAP} SELECT * FROM snap"),
+            (
+                "revenue_moves",
+                f"WITH {_BASE}, {_SEGS}, snap AS (SELECT * FROM pg_temp.revenue_snap), {_MOVES} "
+                "SELECT * FROM moves",
+            ),
+            ("revenue_pay", _PAY_MONTHLY),
+        ):
+            self.conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{name}"))
+            used = {k: v for k, v in self.params.items() if f":{k}" in sql}
+            self.conn.execute(sa.text(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {sql}"), used)
+            self.conn.execute(sa.text(f"ANALYZE pg_temp.{name}"))
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         used = {k: v for k, v in self.params.items() if f":{k}" in sql}
@@ -126,7 +185,7 @@ class RevenueReportBuilder:
 
     def summary(self) -> Section:
         row = self.rows(
-            f"""WITH {_BASE}, {_SNAPSHOTS}, {_PAYMENTS},
+            f"""WITH {_BASE}, {_SNAPSHOTS_T}, {_PAY_T},
                 first_last AS (
                     SELECT customer_id,
                            coalesce(sum(mrr) FILTER (WHERE day = CAST(:from_day AS date)), 0) AS s0,
@@ -142,8 +201,8 @@ class RevenueReportBuilder:
                        (SELECT sum(start_mrr - end_mrr) FILTER (WHERE movement = 'contraction') FROM moves),
                        (SELECT sum(start_mrr) FILTER (WHERE movement = 'churned') FROM moves),
                        (SELECT sum(net_usd) FROM pay), (SELECT sum(refunded_usd) FROM pay),
-                       (SELECT count(*) FILTER (WHERE status = 'failure') FROM pay),
-                       (SELECT count(*) FROM pay)"""
+                       (SELECT coalesce(sum(failed), 0) FROM pay),
+                       (SELECT coalesce(sum(attempts), 0) FROM pay)"""
         )[0]
         (
             s0,
@@ -236,7 +295,7 @@ class RevenueReportBuilder:
 
     def movements(self) -> Section:
         rows = self.rows(
-            f"""WITH {_BASE}, {_SNAPSHOTS}
+            f"""WITH {_BASE}, {_SNAPSHOTS_T}
                 SELECT s.seg_from,
                        coalesce(sum(m.start_mrr), 0), coalesce(sum(m.end_mrr) FILTER (WHERE movement = 'new'), 0),
                        coalesce(sum(m.end_mrr) FILTER (WHERE movement = 'reactivation'), 0),
@@ -282,7 +341,7 @@ class RevenueReportBuilder:
     def breakdown(self, by: RevenueGrouping) -> Section:
         if by == "month":
             rows = self.rows(
-                f"""WITH {_BASE}, {_SNAPSHOTS}, {_PAYMENTS}
+                f"""WITH {_BASE}, {_SNAPSHOTS_T}, {_PAY_T}
                     SELECT s.seg_from::text,
                            (SELECT count(*) FROM snap x WHERE x.day = s.seg_until),
                            (SELECT coalesce(sum(mrr), 0) FROM snap x WHERE x.day = s.seg_until),
@@ -290,22 +349,21 @@ class RevenueReportBuilder:
                              WHERE m.seg_from = s.seg_from AND movement IN ('new', 'reactivation')),
                            (SELECT coalesce(sum(start_mrr), 0) FROM moves m
                              WHERE m.seg_from = s.seg_from AND movement = 'churned'),
-                           (SELECT coalesce(sum(net_usd - refunded_usd), 0) FROM pay
-                             WHERE pay.at >= CAST(s.seg_from AS timestamp) AT TIME ZONE :tz
-                               AND pay.at < CAST(s.seg_until AS timestamp) AT TIME ZONE :tz)
+                           (SELECT coalesce(sum(net_less_refunded), 0) FROM pay
+                             WHERE pay.month = date_trunc('month', CAST(s.seg_from AS timestamp))::date)
                       FROM segs s ORDER BY s.seg_from"""
             )
         else:
             column = {"plan": "plan_id", "region": "region", "currency": "currency"}[by]
             rows = self.rows(
-                f"""WITH {_BASE}, {_SNAPSHOTS}, {_PAYMENTS},
+                f"""WITH {_BASE}, {_SNAPSHOTS_T}, {_PAY_T},
                     ends AS (SELECT {column} AS k, count(*) AS n, sum(mrr) AS mrr FROM snap
                               WHERE day = CAST(:until_day AS date) GROUP BY 1),
                     flows AS (SELECT {column} AS k,
                                      sum(end_mrr) FILTER (WHERE movement IN ('new', 'reactivation')) AS new,
                                      sum(start_mrr) FILTER (WHERE movement = 'churned') AS churned
                                 FROM moves GROUP BY 1),
-                    cash AS (SELECT {column} AS k, sum(net_usd - refunded_usd) AS net FROM pay GROUP BY 1),
+                    cash AS (SELECT {column} AS k, sum(net_less_refunded) AS net FROM pay GROUP BY 1),
                     keys AS (SELECT k FROM ends UNION SELECT k FROM flows UNION SELECT k FROM cash)
                     SELECT keys.k, coalesce(ends.n, 0), coalesce(ends.mrr, 0), coalesce(flows.new, 0),
                            coalesce(flows.churned, 0), coalesce(cash.net, 0)
@@ -473,7 +531,7 @@ class RevenueReportBuilder:
 
     def plans(self) -> Section:
         rows = self.rows(
-            f"""WITH {_BASE}, {_SNAPSHOTS}, {_PAYMENTS},
+            f"""WITH {_BASE}, {_SNAPSHOTS_T}, {_PAY_T},
                 ends AS (SELECT plan_id, count(*) AS n, sum(mrr) AS mrr FROM snap
                           WHERE day = CAST(:until_day AS date) GROUP BY 1),
                 flows AS (SELECT plan_id, count(*) FILTER (WHERE movement IN ('new', 'reactivation')) AS won,
@@ -481,7 +539,7 @@ class RevenueReportBuilder:
                                  sum(start_mrr) FILTER (WHERE movement = 'churned') AS lost_mrr
                             FROM moves GROUP BY 1),
                 starts AS (SELECT plan_id, count(*) AS n FROM snap WHERE day = CAST(:from_day AS date) GROUP BY 1),
-                cash AS (SELECT plan_id, sum(net_usd - refunded_usd) AS net, sum(discount_usd) AS discount
+                cash AS (SELECT plan_id, sum(net_less_refunded) AS net, sum(discount_usd) AS discount
                            FROM pay GROUP BY 1),
                 keys AS (SELECT plan_id FROM ends UNION SELECT plan_id FROM flows UNION SELECT plan_id FROM cash)
                 SELECT k.plan_id, coalesce(e.n, 0), coalesce(e.mrr, 0), coalesce(f.won, 0), coalesce(f.lost, 0),
@@ -528,10 +586,9 @@ class RevenueReportBuilder:
 
     def payments(self) -> Section:
         rows = self.rows(
-            f"""WITH {_BASE}, {_PAYMENTS}
-                SELECT date_trunc('month', at AT TIME ZONE :tz)::date, count(*),
-                       count(*) FILTER (WHERE paid_at IS NOT NULL), count(*) FILTER (WHERE status = 'failure'),
-                       count(*) FILTER (WHERE refunded_usd > 0), sum(net_usd), sum(refunded_usd)
+            f"""WITH {_PAY_T}
+                SELECT month, sum(attempts), sum(paid), sum(failed), sum(refunds),
+                       sum(net_usd), sum(refunded_usd)
                   FROM pay GROUP BY 1 ORDER BY 1"""
         )
         return Section(

@@ -183,3 +183,28 @@ def test_admitted_and_committed_requests_reach_the_report_and_refusals_do_not(le
     assert after["requests"] == before["requests"] + 2
     assert after["credits"] == before["credits"] + consumed["credits"] + settled["charged"]
     assert after["tokens"] == before["tokens"] + 2000 + 1500
+
+
+def test_edge_days_count_on_the_plan_the_customer_had_that_day(ledger: Engine) -> None:
+    with ledger.begin() as conn:
+        customer(conn, "c", "IN")
+        states(
+            conn,
+            "sc",
+            "c",
+            [
+                ("pro", "monthly", "INR", "active", 149900, "2026-01-01 00:00", "2026-03-10 12:00"),
+                ("premium", "monthly", "INR", "active", 299900, "2026-03-10 12:00", None),
+            ],
+        )
+        usage(conn, "c", "gpt-4o", "c1", "2026-03-05 12:00", 1000, 0, 3)
+        usage(conn, "c", "gpt-4o", "c2", "2026-03-15 12:00", 1000, 0, 7)
+        # On the day of the change both plans were held: the day counts for the higher-paying one.
+        usage(conn, "c", "gpt-4o", "c3", "2026-03-10 08:00", 1000, 0, 5)
+    edge_days = period("2026-03-02", "2026-03-20")
+    pro = tokens(ledger, edge_days, TokenFilters(plan="pro"), by="customer")
+    assert [(r[0], r[2]) for r in pro.section("breakdown").rows] == [("a", 9), ("c", 3)]
+    premium = tokens(ledger, edge_days, TokenFilters(plan="premium"), by="customer")
+    assert [(r[0], r[2]) for r in premium.section("breakdown").rows] == [("b", 20), ("c", 12)]
+    everyone = tokens(ledger, edge_days, by="customer")
+    assert row_of(everyone, "top_consumers", customer="c")["plan"] == "premium"
