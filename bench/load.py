@@ -1,7 +1,8 @@
-"""Concurrent clients for the load benchmarks: threads with one autocommit connection each (as app servers
-would hold), all connected before the clock starts, calling until a deadline; in this process, or spread
-over several so the Python clients are not what limits the rate. What they measured: calls, outcomes and
-latencies, with percentiles."""
+"""Concurrent clients for the load benchmarks: threads with one autocommit connection each, or sharing a
+few through a pool (as app servers hold them: Prisma's default pool has 2 × cores + 1 connections), all
+connected before the clock starts, calling until a deadline; in this process, or spread over several so the
+Python clients are not what limits the rate. What they measured: calls, outcomes and latencies (a pooled
+call's includes its wait for a connection), with percentiles."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import multiprocessing as mp
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +62,55 @@ class Throughput:
             self.last[key] = max(self.last.get(key, 0.0), moment)
 
 
+@dataclass
+class _Turn:
+    """A thread waiting for a pooled connection: woken when one is handed to it."""
+
+    handed: threading.Event = field(default_factory=threading.Event)
+    conn: psycopg.Connection[Any] | None = None
+
+
+class ConnectionPool:
+    """Connections shared by client threads, handed out first come, first served: a thread that gives one
+    back while others wait goes behind them. (A plain queue lets the thread that just finished, still
+    running, take the connection again, so a few threads make most calls and the latencies of the others
+    go unmeasured.)"""
+
+    def __init__(self, connections: list[psycopg.Connection[Any]]) -> None:
+        self._free = deque(connections)
+        self._waiting: deque[_Turn] = deque()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        turn: _Turn | None = None
+        with self._lock:
+            if self._free:
+                conn = self._free.popleft()
+            else:
+                turn = _Turn()
+                self._waiting.append(turn)
+        if turn is not None:
+            turn.handed.wait()
+            assert turn.conn is not None
+            conn = turn.conn
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                if self._waiting:
+                    waiter = self._waiting.popleft()
+                    waiter.conn = conn
+                    waiter.handed.set()
+                else:
+                    self._free.append(conn)
+
+    def close(self) -> None:
+        """Close the connections (call once every thread is done with the pool)."""
+        while self._free:
+            self._free.popleft().close()
+
+
 def run_clients(
     url: str,
     clients: int,
@@ -68,11 +120,12 @@ def run_clients(
     first: int = 0,
     setup: str | None = None,
     before_start: Callable[[], None] | None = None,
+    pool: int = 0,
 ) -> Throughput:
-    """`clients` threads (numbered from `first`), each on its own connection (which runs `setup` first),
-    calling `work` until `seconds` pass or it returns None. The clock starts once every client is connected
-    and `before_start` (if any) has returned; `seconds` of the result is the time until the last call
-    ended."""
+    """`clients` threads (numbered from `first`), each on its own connection, or with `pool` > 0 sharing
+    that many through a ConnectionPool (every connection runs `setup` first), calling `work` until `seconds`
+    pass or it returns None. The clock starts once every client is connected and `before_start` (if any)
+    has returned; `seconds` of the result is the time until the last call ended."""
     result = Throughput()
     lock = threading.Lock()
     connected = threading.Barrier(clients + 1)
@@ -80,18 +133,32 @@ def run_clients(
     stop_at: list[float] = [0.0]
     clock: list[float] = [0.0]
 
+    def connect() -> psycopg.Connection[Any]:
+        conn = psycopg.connect(libpq(url), autocommit=True)
+        if setup is not None:
+            conn.execute(setup)
+        return conn
+
+    shared = ConnectionPool([connect() for _ in range(pool)]) if pool > 0 else None
+
+    def call(me: Client, own: psycopg.Connection[Any] | None) -> str | None:
+        if own is not None:
+            return work(own, me)
+        assert shared is not None
+        with shared.connection() as conn:
+            return work(conn, me)
+
     def client(number: int) -> None:
         me = Client(number, random.Random(number))
         latencies: list[float] = []
         outcomes: dict[str, int] = {}
         last: dict[str, float] = {}
-        with psycopg.connect(libpq(url), autocommit=True) as conn:
-            if setup is not None:
-                conn.execute(setup)
+        own = connect() if shared is None else None
+        try:
             connected.wait(timeout=120)
             go.wait(timeout=300)
             while (started := time.perf_counter()) < stop_at[0]:
-                outcome = work(conn, me)
+                outcome = call(me, own)
                 if outcome is None:
                     break
                 finished = time.perf_counter()
@@ -99,6 +166,9 @@ def run_clients(
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 last[outcome] = finished
                 me.calls += 1
+        finally:
+            if own is not None:
+                own.close()
         with lock:
             result.latencies.extend(latencies)
             for key, n in outcomes.items():
@@ -120,6 +190,8 @@ def run_clients(
         thread.join()
     result.seconds = time.perf_counter() - started
     result.calls = len(result.latencies)
+    if shared is not None:
+        shared.close()
     return result
 
 
@@ -130,6 +202,7 @@ def _client_process(
     work: Work,
     seconds: float,
     setup: str | None,
+    pool: int,
     ready: Any,
     go: Any,
     out: Any,
@@ -139,28 +212,47 @@ def _client_process(
         start_at = go.get()  # a time.time() moment, shared by every process
         time.sleep(max(0.0, start_at - time.time()))
 
-    out.put(run_clients(url, clients, work, seconds, first=first, setup=setup, before_start=start_together))
+    out.put(
+        run_clients(
+            url, clients, work, seconds, first=first, setup=setup, before_start=start_together, pool=pool
+        )
+    )
+
+
+def spread(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` shares that differ by at most one."""
+    return [total // parts + (1 if n < total % parts else 0) for n in range(parts)]
 
 
 def run_processes(
-    url: str, clients: int, processes: int, work: Work, seconds: float, *, setup: str | None = None
+    url: str,
+    clients: int,
+    processes: int,
+    work: Work,
+    seconds: float,
+    *,
+    setup: str | None = None,
+    pool: int = 0,
 ) -> Throughput:
-    """run_clients with the clients spread over `processes` processes, started at the same moment. `work`
-    must pickle (a module-level function, or a functools.partial of one). The rate is over `seconds`: every
-    process stops calling at its own deadline, `seconds` after the shared start."""
+    """run_clients with the clients spread over `processes` processes, started at the same moment; with
+    `pool` > 0, that many connections in all, each process's clients sharing its part of them (so at most
+    `pool` processes). `work` must pickle (a module-level function, or a functools.partial of one). The rate
+    is over `seconds`: every process stops calling at its own deadline, `seconds` after the shared start."""
+    if pool > 0:
+        processes = min(processes, pool)
     ctx = mp.get_context("spawn")
     ready = ctx.Semaphore(0)
     go: Any = ctx.Queue()
     out: Any = ctx.Queue()
-    share = [clients // processes + (1 if n < clients % processes else 0) for n in range(processes)]
+    pools = spread(pool, processes) if pool > 0 else [0] * processes
     procs = []
     first = 0
-    for threads in share:
+    for threads, connections in zip(spread(clients, processes), pools, strict=True):
         if threads == 0:
             continue
         p = ctx.Process(
             target=_client_process,
-            args=(url, threads, first, work, seconds, setup, ready, go, out),
+            args=(url, threads, first, work, seconds, setup, connections, ready, go, out),
             daemon=True,
         )
         first += threads
