@@ -1,6 +1,6 @@
 """The AI-credit ledger under load: `consume` throughput with concurrent clients, beside the physical floor.
 
-    python bench/ledger.py [--quick] [--clients 32] [--seconds 10] [--processes 4]
+    python bench/ledger.py [--quick] [--clients 32] [--seconds 10] [--processes 4] [--pool N]
 
 Database: a fresh database on the server named by TARIFF_BENCH_DATABASE_URL (or else
 TARIFF_TEST_DATABASE_URL), dropped afterwards; with neither, an embedded PostgreSQL (fsync on) in a temp
@@ -9,15 +9,19 @@ a credit grant and per-request, daily and monthly limits (an admin override, so 
 limits and the day's and month's usage), but no plan throttle (a throttled account refuses almost
 everything under this load, and refusals are not what is measured).
 
-Steps, each for --seconds with --clients clients (connections) spread over --processes client processes
-(threads inside each; processes so the Python clients are not what limits the rate):
+Steps, each for --seconds with --clients clients spread over --processes client processes (threads
+inside each; processes so the Python clients are not what limits the rate), first with a connection per
+client, then with the clients sharing a pool of --pool connections (default 2 × cores + 1, the size of
+Prisma's default pool; handed out first come, first served, the wait counted in each call's latency):
   floor spread   `UPDATE … SET n = n + 1 WHERE id = $1 RETURNING n` on a random one of 1,000 rows
   consume spread `consume()` of 1 credit for a random one of the 1,000 customers
   floor hot      the same UPDATE, every client on one row
   consume hot    `consume()`, every client on one customer
 Each call is its own transaction (autocommit), with a prepared statement, at the server's own
 synchronous_commit (reported). The floor is the cheapest durable write of one row: what one admission can
-never beat; `overhead` is floor rate / consume rate.
+never beat; `overhead` is floor rate / consume rate. Before each step the ledger's tables are vacuumed
+and analysed, as autovacuum would keep them (CI's server runs without it): no step runs on the dead rows
+of the steps before it, and the plans are those of an analysed database.
 
 Then the server's own work per call, without commits, clients or scheduling: the same UPDATE and consume()
 in a PL/pgSQL loop inside one transaction (rolled back); on a busy machine this ratio is steadier than the
