@@ -19,9 +19,9 @@ Prisma's default pool; handed out first come, first served, the wait counted in 
   consume hot    `consume()`, every client on one customer
 Each call is its own transaction (autocommit), with a prepared statement, at the server's own
 synchronous_commit (reported). The floor is the cheapest durable write of one row: what one admission can
-never beat; `overhead` is floor rate / consume rate. Before each step the ledger's tables are vacuumed
-and analysed, as autovacuum would keep them (CI's server runs without it): no step runs on the dead rows
-of the steps before it, and the plans are those of an analysed database.
+never beat; `overhead` is floor rate / consume rate. Before each step the database is vacuumed and
+analysed, as autovacuum would keep it (CI's server runs without it): no step runs on the dead rows of the
+steps before it, and the plans are those of an analysed database.
 
 Then the server's own work per call, without commits, clients or scheduling: the same UPDATE and consume()
 in a PL/pgSQL loop inside one transaction (rolled back); on a busy machine this ratio is steadier than the
@@ -149,23 +149,12 @@ def call(step: str, hot: bool, pooled: bool, conn: psycopg.Connection[Any], clie
     return "admitted" if row and row[0] else "refused"
 
 
-LEDGER_TABLES = (
-    "token_accounts",
-    "token_grants",
-    "token_entries",
-    "token_requests",
-    "token_usage",
-    "token_usage_daily",
-    "usage_rollup_queue",
-)
-
-
 def vacuum(url: str) -> None:
-    """Clear the dead row versions the previous steps left, as autovacuum would between them: with it off
-    (as on CI's server), every step would otherwise run slower than the one before, for that reason alone."""
-    tables = ", ".join([f"{SCHEMA}.{table}" for table in LEDGER_TABLES] + ["public.bench_floor"])
+    """Vacuum and analyse the database, as autovacuum would between the steps: with it off (as on CI's
+    server), every step would run on the dead rows of the steps before it, and on plans made for tables
+    never analysed."""
     with psycopg.connect(libpq(url), autocommit=True) as conn:
-        conn.execute(f"VACUUM (ANALYZE) {tables}")
+        conn.execute("VACUUM (ANALYZE)")
 
 
 def run_step(
