@@ -234,6 +234,49 @@ def test_per_request_limit_and_throttles(db: Engine) -> None:
     assert consume(db, "pro1", "c5", later, input_tokens=credits_tokens(20)).allowed
 
 
+def test_admission_reads_only_its_own_customers_usage_once_the_rollup_is_analysed(db: Engine) -> None:
+    """With the daily rollup analysed while it holds a day or two of many customers (as autovacuum leaves it
+    early in a month), a request still reads its own customer's usage rows and no one else's, also once
+    PostgreSQL has switched the admission to its cached generic plans (after five calls in a session)."""
+    day = T0.astimezone(ZoneInfo("Asia/Kolkata")).date()
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {S}.token_usage_daily (day, customer_id, model_id, request_type, requests, "
+                "input_tokens, output_tokens, credits, cost, cost_currency) "
+                "SELECT d, 'other-' || n, 'gpt-4o', 'chat', 1, 500, 0, 1, 0.001, 'USD' "
+                "FROM generate_series(1, 400) n, unnest(ARRAY[CAST(:day AS date) - 1, CAST(:day AS date)]) d"
+            ),
+            {"day": day},
+        )
+        conn.execute(sa.text(f"ANALYZE {S}.token_usage_daily"))
+        ledger.set_limits(
+            conn,
+            S,
+            "solo",
+            per_request=None,
+            daily=1000,
+            monthly=10000,
+            reason="test",
+            at=T0 - timedelta(days=1),
+        )
+    grant(db, "solo", 100)
+    fetched = sa.text(
+        "SELECT coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0) FROM pg_stat_xact_user_tables "
+        "WHERE schemaname = :schema AND relname = 'token_usage_daily'"
+    )
+    with db.connect() as conn:
+        for n in range(8):
+            with conn.begin():
+                # Counted by this session since its stats were last flushed, which may span transactions.
+                before = conn.execute(fetched, {"schema": S}).scalar_one()
+                decision = ledger.consume(conn, S, "solo", "gpt-4o", 500, 0, f"own-{n}", at=T0)
+                read = conn.execute(fetched, {"schema": S}).scalar_one() - before
+            assert decision.allowed and decision.raw["limits"]["daily_used"] == n + 1
+            # Its own row of the day (and the write's look at it), not the 800 rows of the others.
+            assert read <= 5, f"call {n + 1} read {read} rows of token_usage_daily"
+
+
 # ------------------------------------------------------------------------------------------- reservations
 
 
@@ -365,49 +408,6 @@ def test_account_summary(db: Engine) -> None:
 
 
 # ------------------------------------------------------------------------------------------- concurrency
-
-
-def test_admission_reads_only_its_own_customers_usage_once_the_rollup_is_analysed(db: Engine) -> None:
-    """With the daily rollup analysed while it holds a day or two of many customers (as autovacuum leaves it
-    early in a month), a request still reads its own customer's usage rows and no one else's, also once
-    PostgreSQL has switched the admission to its cached generic plans (after five calls in a session)."""
-    day = T0.astimezone(ZoneInfo("Asia/Kolkata")).date()
-    with db.begin() as conn:
-        conn.execute(
-            sa.text(
-                f"INSERT INTO {S}.token_usage_daily (day, customer_id, model_id, request_type, requests, "
-                "input_tokens, output_tokens, credits, cost, cost_currency) "
-                "SELECT d, 'other-' || n, 'gpt-4o', 'chat', 1, 500, 0, 1, 0.001, 'USD' "
-                "FROM generate_series(1, 400) n, unnest(ARRAY[CAST(:day AS date) - 1, CAST(:day AS date)]) d"
-            ),
-            {"day": day},
-        )
-        conn.execute(sa.text(f"ANALYZE {S}.token_usage_daily"))
-        ledger.set_limits(
-            conn,
-            S,
-            "solo",
-            per_request=None,
-            daily=1000,
-            monthly=10000,
-            reason="test",
-            at=T0 - timedelta(days=1),
-        )
-    grant(db, "solo", 100)
-    fetched = sa.text(
-        "SELECT coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0) FROM pg_stat_xact_user_tables "
-        "WHERE schemaname = :schema AND relname = 'token_usage_daily'"
-    )
-    with db.connect() as conn:
-        for n in range(8):
-            with conn.begin():
-                # Counted by this session since its stats were last flushed, which may span transactions.
-                before = conn.execute(fetched, {"schema": S}).scalar_one()
-                decision = ledger.consume(conn, S, "solo", "gpt-4o", 500, 0, f"own-{n}", at=T0)
-                read = conn.execute(fetched, {"schema": S}).scalar_one() - before
-            assert decision.allowed and decision.raw["limits"]["daily_used"] == n + 1
-            # Its own row of the day (and the write's look at it), not the 800 rows of the others.
-            assert read <= 5, f"call {n + 1} read {read} rows of token_usage_daily"
 
 
 def test_concurrent_consumers_never_overspend_one_account(db: Engine, pg_url: str) -> None:
