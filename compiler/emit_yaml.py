@@ -414,6 +414,7 @@ def tokens_file(catalog: Catalog) -> str:
                 }
             ),
             "reservations": {"expire_after": str(rules.reservation_expiry)},
+            "admissions": {"commit": rules.admission_commit},
         }
     )
     pools = {

@@ -57,6 +57,20 @@ def embedded_root() -> Iterator[Path | None]:
             shutil.rmtree(parent, ignore_errors=True)
 
 
+@pytest.fixture
+def scratch_root() -> Iterator[Path]:
+    """A fresh directory for a private embedded server (stopped and removed afterwards)."""
+    parent = Path(tempfile.mkdtemp(prefix="tariff-test-scratch-"))
+    parent.chmod(0o755)
+    try:
+        yield parent / ".tariff" / "pg"
+    finally:
+        try:
+            embedded.stop(parent / ".tariff" / "pg")
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_server(embedded_root: Path | None) -> str:
     """A libpq URL for a maintenance database on the test server; fails the run (never skips) without one."""

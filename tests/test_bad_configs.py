@@ -496,6 +496,19 @@ def _currency_typo(root: Path) -> Expect:
     )
 
 
+@case("admission-commit-unknown-mode")
+def _admission_commit(root: Path) -> Expect:
+    replace_text(root, "tokens/credits.yaml", "commit: synchronous ", "commit: later ")
+    return Expect(
+        "schema.enum",
+        "tokens/credits.yaml",
+        line_of(root, "tokens/credits.yaml", "commit: later"),
+        "rules.admissions.commit",
+        column=13,
+        message="'later'",
+    )
+
+
 @case("region-override-wrong-currency")
 def _region_currency(root: Path) -> Expect:
     replace_text(root, PRO, "    EUR: 18\n", "    EUR: 18\n    by_region:\n      EU:\n        USD: 20\n")

@@ -520,20 +520,6 @@ def test_register_subscription_with_id_is_idempotent(engine: Engine) -> None:
 # ----------------------------------------------------------------------------------------- embedded server
 
 
-@pytest.fixture
-def scratch_root() -> Iterator[Path]:
-    """A fresh directory for a private embedded server (stopped and removed afterwards)."""
-    parent = Path(tempfile.mkdtemp(prefix="tariff-test-scratch-"))
-    parent.chmod(0o755)
-    try:
-        yield parent / ".tariff" / "pg"
-    finally:
-        try:
-            embedded.stop(parent / ".tariff" / "pg")
-        finally:
-            shutil.rmtree(parent, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_embedded_server_is_reused_and_restarts_on_its_port(
     embedded_root: Path | None, scratch_root: Path

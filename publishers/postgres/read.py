@@ -291,6 +291,7 @@ def _token_rules(conn: Connection, s: str) -> TokenRules:
         admin_max_tokens=r["admin_max_tokens"],
         admin_default_expiry=_duration(r["admin_default_expiry"]),
         reservation_expiry=Duration.parse(r["reservation_expiry"]),
+        admission_commit=r["admission_commit"],
     )
 
 

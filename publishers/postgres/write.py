@@ -489,6 +489,7 @@ def _models_and_rules(w: _Writer, catalog: Catalog) -> None:
                 "admin_max_tokens": rules.admin_max_tokens,
                 "admin_default_expiry": _text(rules.admin_default_expiry),
                 "reservation_expiry": str(rules.reservation_expiry),
+                "admission_commit": rules.admission_commit,
             }
         ],
         has_status=False,
