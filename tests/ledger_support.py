@@ -1,4 +1,5 @@
-"""Fixtures shared by the ledger tests: the shipped catalog published, customers on its plans."""
+"""Fixtures shared by the ledger tests: the shipped catalog published, customers on its plans, and the
+ledger's invariants checked."""
 
 from __future__ import annotations
 
@@ -41,3 +42,20 @@ def add_customer(engine: Engine, customer: str, plan: str | None = None, *, coun
                 ),
                 {"id": customer, "plan": plan},
             )
+
+
+def assert_ledger_consistent(engine: Engine) -> None:
+    with engine.connect() as conn:
+        bad = conn.execute(
+            sa.text(f"""
+                SELECT a.customer_id, a.balance,
+                       (SELECT coalesce(sum(amount), 0) FROM {S}.token_entries e WHERE e.account_id = a.id),
+                       (SELECT coalesce(sum(remaining), 0) FROM {S}.token_grants g WHERE g.account_id = a.id),
+                       (SELECT balance_after FROM {S}.token_entries e WHERE e.account_id = a.id
+                         ORDER BY id DESC LIMIT 1)
+                  FROM {S}.token_accounts a""")
+        ).all()
+    for customer, balance, entries, grants, last in bad:
+        assert balance == entries == grants, (customer, balance, entries, grants)
+        assert last is None or last == balance, (customer, last, balance)
+        assert balance >= 0

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -25,8 +25,9 @@ from database.connection import create_engine
 from database.migrate import upgrade
 from publishers.postgres.apply import Revision, apply_catalog
 from publishers.postgres.read import read_catalog
-from tests.ledger_support import PUBLISHED_AT, REPO, S, add_customer
-from tests.test_ledger import T0, assert_ledger_consistent
+from tests.ledger_support import PUBLISHED_AT, REPO, S, add_customer, assert_ledger_consistent
+
+T0 = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
 
 
 def publish(engine: Engine, commit: AdmissionCommit) -> None:

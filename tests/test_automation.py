@@ -21,8 +21,7 @@ from cli.errors import CommandError
 from cli.main import app
 from database import automation, ledger
 from database.automation import run_tick
-from tests.ledger_support import S, add_customer, publish_shipped
-from tests.test_ledger import assert_ledger_consistent
+from tests.ledger_support import S, add_customer, assert_ledger_consistent, publish_shipped
 
 BETA_TESTER = "clx9a2b3c0001pg8h2k3m4n5o"  # listed in pricing/promotions/beta-testers.csv
 

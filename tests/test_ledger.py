@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from database import ledger
 from database.customers import UnknownCustomerError
-from tests.ledger_support import S, add_customer, publish_shipped
+from tests.ledger_support import S, add_customer, assert_ledger_consistent, publish_shipped
 
 T0 = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
 
@@ -36,23 +36,6 @@ def db(engine: Engine) -> Iterator[Engine]:
     add_customer(engine, "free1", "free")
     yield engine
     assert_ledger_consistent(engine)
-
-
-def assert_ledger_consistent(engine: Engine) -> None:
-    with engine.connect() as conn:
-        bad = conn.execute(
-            sa.text(f"""
-                SELECT a.customer_id, a.balance,
-                       (SELECT coalesce(sum(amount), 0) FROM {S}.token_entries e WHERE e.account_id = a.id),
-                       (SELECT coalesce(sum(remaining), 0) FROM {S}.token_grants g WHERE g.account_id = a.id),
-                       (SELECT balance_after FROM {S}.token_entries e WHERE e.account_id = a.id
-                         ORDER BY id DESC LIMIT 1)
-                  FROM {S}.token_accounts a""")
-        ).all()
-    for customer, balance, entries, grants, last in bad:
-        assert balance == entries == grants, (customer, balance, entries, grants)
-        assert last is None or last == balance, (customer, last, balance)
-        assert balance >= 0
 
 
 def grant(engine: Engine, customer: str, amount: int, **options: Any) -> dict[str, Any]:

@@ -22,8 +22,7 @@ from cli.errors import CommandError
 from cli.token_commands import tokens_app
 from database import ledger, pools
 from database.customers import UnknownCustomerError
-from tests.ledger_support import S, add_customer, publish_shipped
-from tests.test_ledger import assert_ledger_consistent
+from tests.ledger_support import S, add_customer, assert_ledger_consistent, publish_shipped
 
 T0 = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)  # 11:30 IST
 Run = Callable[..., Any]
