@@ -179,7 +179,8 @@ def run_step(
 def measure(
     url: str, clients: int, processes: int, seconds: float, pool: int
 ) -> tuple[list[Row], dict[str, Throughput]]:
-    """Floor and consume, spread and hot, with a connection per client and then through the pool."""
+    """Floor and consume (durable, then asynchronous), spread and hot, with a connection per client and then
+    through the pool."""
     runs: dict[str, Throughput] = {}
     rows: list[Row] = []
     for hot in (False, True):
