@@ -473,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.clients} clients in {args.processes} processes, one transaction per call: first each on its "
         f"own connection, then sharing a pool of {args.pool} (the wait for a connection counts in the "
-        "latency); the pgbench rows: 32 pgbench connections. Clients and server share the machine."
+        f"latency); the pgbench rows: {args.clients} pgbench connections; the batched rows: the same "
+        f"clients, each process's calls sent together by an AdmissionBatcher of {args.batch_connections} "
+        "connection(s), a transaction per batch. Clients and server share the machine."
     )
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2), "utf-8")

@@ -3,12 +3,15 @@ ledger's invariants checked."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from compiler.canonical import fingerprint
+from compiler.catalog import AdmissionCommit
 from compiler.project import compile_config
 from database.connection import DEFAULT_SCHEMA
 from publishers.postgres.apply import Revision, apply_catalog
@@ -24,6 +27,16 @@ def publish_shipped(engine: Engine) -> None:
     apply_catalog(
         engine, S, result.catalog, Revision("test"), environment=None, database="test", now=PUBLISHED_AT
     )
+
+
+def publish_with_commit(engine: Engine, commit: AdmissionCommit) -> None:
+    """The shipped catalog with its rules' `admissions.commit` set, published as `tariff apply` does."""
+    result = compile_config(REPO / "pricing")
+    assert result.ok and result.catalog is not None
+    rules = dataclasses.replace(result.catalog.token_rules, admission_commit=commit)
+    catalog = dataclasses.replace(result.catalog, token_rules=rules)
+    catalog = dataclasses.replace(catalog, fingerprint=fingerprint(catalog))
+    apply_catalog(engine, S, catalog, Revision("test"), environment=None, database="test", now=PUBLISHED_AT)
 
 
 def add_customer(engine: Engine, customer: str, plan: str | None = None, *, country: str = "IN") -> None:

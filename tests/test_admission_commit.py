@@ -4,7 +4,6 @@ them, each whole, never an admission a durable commit came after."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import time
@@ -17,27 +16,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from compiler.canonical import fingerprint
-from compiler.catalog import AdmissionCommit
-from compiler.project import compile_config
 from database import embedded, ledger
 from database.connection import create_engine
 from database.migrate import upgrade
-from publishers.postgres.apply import Revision, apply_catalog
 from publishers.postgres.read import read_catalog
-from tests.ledger_support import PUBLISHED_AT, REPO, S, add_customer, assert_ledger_consistent
+from tests.ledger_support import S, add_customer, assert_ledger_consistent, publish_with_commit
 
 T0 = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
-
-
-def publish(engine: Engine, commit: AdmissionCommit) -> None:
-    """The shipped catalog with its rules' `admissions.commit` set, published as `tariff apply` does."""
-    result = compile_config(REPO / "pricing")
-    assert result.ok and result.catalog is not None
-    rules = dataclasses.replace(result.catalog.token_rules, admission_commit=commit)
-    catalog = dataclasses.replace(result.catalog, token_rules=rules)
-    catalog = dataclasses.replace(catalog, fingerprint=fingerprint(catalog))
-    apply_catalog(engine, S, catalog, Revision("test"), environment=None, database="test", now=PUBLISHED_AT)
 
 
 def setting(conn: Connection) -> str:
@@ -50,7 +35,7 @@ def grant(conn: Connection, customer: str, amount: int) -> None:
 
 @pytest.fixture
 def customers(engine: Engine) -> Iterator[Engine]:
-    publish(engine, "synchronous")
+    publish_with_commit(engine, "synchronous")
     add_customer(engine, "c1")
     with engine.begin() as conn:
         grant(conn, "c1", 1000)
@@ -75,7 +60,7 @@ def test_admissions_follow_the_servers_setting_by_default(customers: Engine) -> 
 
 
 def test_asynchronous_admissions_relax_only_their_own_transactions(customers: Engine) -> None:
-    publish(customers, "asynchronous")
+    publish_with_commit(customers, "asynchronous")
     with customers.connect() as conn:
         live = read_catalog(conn, S)
     assert live is not None and live.token_rules.admission_commit == "asynchronous"
@@ -157,7 +142,7 @@ def test_a_crash_loses_only_the_last_asynchronous_admissions_each_whole(scratch_
     engine = create_engine(server.url("crash"))
     try:
         upgrade(engine, S)
-        publish(engine, "synchronous")
+        publish_with_commit(engine, "synchronous")
         add_customer(engine, "c1")
         with engine.begin() as conn:
             grant(conn, "c1", 100_000)
@@ -170,7 +155,7 @@ def test_a_crash_loses_only_the_last_asynchronous_admissions_each_whole(scratch_
 
         # Asynchronous: admissions before a durable commit (here a grant) are secured by it; of those
         # after it, the crash may lose the last ones, never one before a survivor, and never half of one.
-        publish(engine, "asynchronous")
+        publish_with_commit(engine, "asynchronous")
         secured = consume_each(engine, "a", 10)
         with engine.begin() as conn:
             grant(conn, "c1", 5)

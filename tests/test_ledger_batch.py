@@ -18,10 +18,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from compiler.catalog import AdmissionCommit
 from database import ledger, pools
 from database.customers import UnknownCustomerError
 from database.ledger_batch import AdmissionBatcher, ConsumeRequest, consume_batch
-from tests.ledger_support import S, add_customer, assert_ledger_consistent, publish_shipped
+from tests.ledger_support import (
+    S,
+    add_customer,
+    assert_ledger_consistent,
+    publish_shipped,
+    publish_with_commit,
+)
 
 T0 = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)  # 11:30 IST
 CREDIT = 500  # gpt-4o input tokens per credit
@@ -126,6 +133,21 @@ def test_a_wrong_request_fails_the_whole_batch_and_writes_nothing(db: Engine) ->
         consume_batch(conn, S, [request("c1", 1, "a4"), ConsumeRequest("c1", "gpt-9", 1, 0, "a5")], at=T0)
 
     assert (balance(db, "c1"), requests_written(db)) == (10, before)
+
+
+def test_a_batch_commits_as_the_rules_say(db: Engine) -> None:
+    customer(db, "c1", 10)
+    batch = [request("c1", 1, "d1"), request("c1", 1, "d2")]
+    modes: tuple[tuple[AdmissionCommit, str], ...] = (("synchronous", "on"), ("asynchronous", "off"))
+    for mode, expected in modes:
+        publish_with_commit(db, mode)
+        with db.connect() as conn:
+            conn.execute(sa.text("SET SESSION synchronous_commit = on"))
+            conn.commit()
+            with conn.begin():
+                consume_batch(conn, S, batch, at=T0)
+                assert conn.execute(sa.text("SHOW synchronous_commit")).scalar_one() == expected, mode
+    assert balance(db, "c1") == 8  # the second batch replayed the first
 
 
 GOOD = {"customer": "c1", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 0, "request_id": "x"}
@@ -376,3 +398,22 @@ def test_a_batch_killed_in_flight_is_admitted_again_and_charged_once(db: Engine)
     assert all(a.allowed and not a.replayed for a in answers)
     assert (batcher.stats.largest, batcher.stats.retried_one_by_one) == (5, 1)
     assert balance(db, "c1") == 95
+
+
+def test_closing_answers_the_calls_still_waiting(db: Engine) -> None:
+    customer(db, "c1", 100)
+    batcher = AdmissionBatcher(db, S, connections=1)
+    with ThreadPoolExecutor(4) as pool:
+        held = lock_account(db, "c1")
+        calls = [pool.submit(batcher.consume, "c1", "gpt-4o", CREDIT, 0, f"w{n}", at=T0) for n in range(4)]
+        wait_until(lambda: batcher.waiting == 3, "three calls wait behind the first")
+        closing = pool.submit(batcher.close)
+        time.sleep(0.2)
+        assert not closing.done(), "close() returned with calls still waiting"
+        held.commit()
+        held.close()
+        closing.result(timeout=30)
+        assert all(call.result(timeout=1).allowed for call in calls)
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.consume("c1", "gpt-4o", CREDIT, 0, "late", at=T0)
+    assert balance(db, "c1") == 96
