@@ -21,21 +21,16 @@ REPO = Path(__file__).resolve().parent.parent
 PUBLISHED_AT = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 
 
-def publish_shipped(engine: Engine) -> None:
+def publish_shipped(engine: Engine, *, commit: AdmissionCommit | None = None) -> None:
+    """The shipped catalog, published as `tariff apply` does; with `commit`, its rules' `admissions.commit`
+    set to that."""
     result = compile_config(REPO / "pricing")
     assert result.ok and result.catalog is not None
-    apply_catalog(
-        engine, S, result.catalog, Revision("test"), environment=None, database="test", now=PUBLISHED_AT
-    )
-
-
-def publish_with_commit(engine: Engine, commit: AdmissionCommit) -> None:
-    """The shipped catalog with its rules' `admissions.commit` set, published as `tariff apply` does."""
-    result = compile_config(REPO / "pricing")
-    assert result.ok and result.catalog is not None
-    rules = dataclasses.replace(result.catalog.token_rules, admission_commit=commit)
-    catalog = dataclasses.replace(result.catalog, token_rules=rules)
-    catalog = dataclasses.replace(catalog, fingerprint=fingerprint(catalog))
+    catalog = result.catalog
+    if commit is not None:
+        rules = dataclasses.replace(catalog.token_rules, admission_commit=commit)
+        catalog = dataclasses.replace(catalog, token_rules=rules)
+        catalog = dataclasses.replace(catalog, fingerprint=fingerprint(catalog))
     apply_catalog(engine, S, catalog, Revision("test"), environment=None, database="test", now=PUBLISHED_AT)
 
 

@@ -20,7 +20,7 @@ from database import embedded, ledger
 from database.connection import create_engine
 from database.migrate import upgrade
 from publishers.postgres.read import read_catalog
-from tests.ledger_support import S, add_customer, assert_ledger_consistent, publish_with_commit
+from tests.ledger_support import S, add_customer, assert_ledger_consistent, publish_shipped
 
 T0 = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
 
@@ -35,7 +35,7 @@ def grant(conn: Connection, customer: str, amount: int) -> None:
 
 @pytest.fixture
 def customers(engine: Engine) -> Iterator[Engine]:
-    publish_with_commit(engine, "synchronous")
+    publish_shipped(engine, commit="synchronous")
     add_customer(engine, "c1")
     with engine.begin() as conn:
         grant(conn, "c1", 1000)
@@ -60,7 +60,7 @@ def test_admissions_follow_the_servers_setting_by_default(customers: Engine) -> 
 
 
 def test_asynchronous_admissions_relax_only_their_own_transactions(customers: Engine) -> None:
-    publish_with_commit(customers, "asynchronous")
+    publish_shipped(customers, commit="asynchronous")
     with customers.connect() as conn:
         live = read_catalog(conn, S)
     assert live is not None and live.token_rules.admission_commit == "asynchronous"
@@ -142,7 +142,7 @@ def test_a_crash_loses_only_the_last_asynchronous_admissions_each_whole(scratch_
     engine = create_engine(server.url("crash"))
     try:
         upgrade(engine, S)
-        publish_with_commit(engine, "synchronous")
+        publish_shipped(engine, commit="synchronous")
         add_customer(engine, "c1")
         with engine.begin() as conn:
             grant(conn, "c1", 100_000)
@@ -155,7 +155,7 @@ def test_a_crash_loses_only_the_last_asynchronous_admissions_each_whole(scratch_
 
         # Asynchronous: admissions before a durable commit (here a grant) are secured by it; of those
         # after it, the crash may lose the last ones, never one before a survivor, and never half of one.
-        publish_with_commit(engine, "asynchronous")
+        publish_shipped(engine, commit="asynchronous")
         secured = consume_each(engine, "a", 10)
         with engine.begin() as conn:
             grant(conn, "c1", 5)

@@ -27,7 +27,6 @@ from tests.ledger_support import (
     add_customer,
     assert_ledger_consistent,
     publish_shipped,
-    publish_with_commit,
 )
 
 T0 = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)  # 11:30 IST
@@ -140,7 +139,7 @@ def test_a_batch_commits_as_the_rules_say(db: Engine) -> None:
     batch = [request("c1", 1, "d1"), request("c1", 1, "d2")]
     modes: tuple[tuple[AdmissionCommit, str], ...] = (("synchronous", "on"), ("asynchronous", "off"))
     for mode, expected in modes:
-        publish_with_commit(db, mode)
+        publish_shipped(db, commit=mode)
         with db.connect() as conn:
             conn.execute(sa.text("SET SESSION synchronous_commit = on"))
             conn.commit()
