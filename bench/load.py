@@ -2,7 +2,14 @@
 few through a pool (as app servers hold them: Prisma's default pool has 2 × cores + 1 connections), all
 connected before the clock starts, calling until a deadline; in this process, or spread over several so the
 Python clients are not what limits the rate. What they measured: calls, outcomes and latencies (a pooled
-call's includes its wait for a connection), with percentiles."""
+call's includes its wait for a connection), with percentiles.
+
+Closed loop by default: each client calls again as soon as its call returns, so the rate is the most the
+system makes and each call's latency includes its wait behind the others (Little's law: clients / rate on
+average). With an offered `rate`, each client's calls arrive at random moments (a Poisson process, as
+independent users' requests do) whether or not the last one has returned, and a call's latency counts from
+the moment it arrived: a client still busy when its next call arrives makes that call late, and the delay
+counts (no coordinated omission)."""
 
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ class Throughput:
     latencies: list[float] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)  # seconds from the start to each outcome's last call
+    warmup: int = 0  # calls made before the clock started: outside the rate and the latencies
 
     @property
     def rate(self) -> float:
@@ -56,6 +64,7 @@ class Throughput:
         """Count `other`'s calls in (another process's clients, run against the same clock)."""
         self.latencies.extend(other.latencies)
         self.calls = len(self.latencies)
+        self.warmup += other.warmup
         for key, n in other.outcomes.items():
             self.outcomes[key] = self.outcomes.get(key, 0) + n
         for key, moment in other.last.items():
@@ -121,10 +130,16 @@ def run_clients(
     setup: str | None = None,
     before_start: Callable[[], None] | None = None,
     pool: int = 0,
+    rate: float = 0.0,
+    warmup: int = 0,
 ) -> Throughput:
     """`clients` threads (numbered from `first`), each on its own connection, or with `pool` > 0 sharing
     that many through a ConnectionPool (every connection runs `setup` first), calling `work` until `seconds`
-    pass or it returns None. The clock starts once every client is connected and `before_start` (if any)
+    pass or it returns None: back to back, or with `rate` > 0 at that many calls per second per client, on
+    average (the module's docstring). Each client first makes `warmup` calls, not measured: a new server
+    session's first calls load its caches (catalog entries, plans, compiled functions), which an app's
+    long-lived connections have done long before; 32 of them at once on 2 cores take a few hundred
+    milliseconds. The clock starts once every client is connected and warmed up and `before_start` (if any)
     has returned; `seconds` of the result is the time until the last call ended."""
     result = Throughput()
     lock = threading.Lock()
@@ -150,19 +165,32 @@ def run_clients(
 
     def client(number: int) -> None:
         me = Client(number, random.Random(number))
+        arrivals = random.Random(-1 - number)  # its own stream: `work` draws from me.rng
         latencies: list[float] = []
         outcomes: dict[str, int] = {}
         last: dict[str, float] = {}
         own = connect() if shared is None else None
         try:
+            for _ in range(warmup):
+                if call(me, own) is None:
+                    break
+                me.calls += 1
             connected.wait(timeout=120)
             go.wait(timeout=300)
-            while (started := time.perf_counter()) < stop_at[0]:
+            arrived = clock[0]
+            while True:
+                if rate > 0:
+                    arrived += arrivals.expovariate(rate)
+                    if arrived >= stop_at[0] or time.perf_counter() >= stop_at[0]:
+                        break
+                    time.sleep(max(0.0, arrived - time.perf_counter()))
+                elif (arrived := time.perf_counter()) >= stop_at[0]:
+                    break
                 outcome = call(me, own)
                 if outcome is None:
                     break
                 finished = time.perf_counter()
-                latencies.append(finished - started)
+                latencies.append(finished - arrived)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 last[outcome] = finished
                 me.calls += 1
@@ -170,6 +198,7 @@ def run_clients(
             if own is not None:
                 own.close()
         with lock:
+            result.warmup += me.calls - len(latencies)
             result.latencies.extend(latencies)
             for key, n in outcomes.items():
                 result.outcomes[key] = result.outcomes.get(key, 0) + n
@@ -203,6 +232,8 @@ def _client_process(
     seconds: float,
     setup: str | None,
     pool: int,
+    rate: float,
+    warmup: int,
     ready: Any,
     go: Any,
     out: Any,
@@ -214,7 +245,16 @@ def _client_process(
 
     out.put(
         run_clients(
-            url, clients, work, seconds, first=first, setup=setup, before_start=start_together, pool=pool
+            url,
+            clients,
+            work,
+            seconds,
+            first=first,
+            setup=setup,
+            before_start=start_together,
+            pool=pool,
+            rate=rate,
+            warmup=warmup,
         )
     )
 
@@ -233,11 +273,15 @@ def run_processes(
     *,
     setup: str | None = None,
     pool: int = 0,
+    rate: float = 0.0,
+    warmup: int = 0,
 ) -> Throughput:
     """run_clients with the clients spread over `processes` processes, started at the same moment; with
     `pool` > 0, that many connections in all, each process's clients sharing its part of them (so at most
-    `pool` processes). `work` must pickle (a module-level function, or a functools.partial of one). The rate
-    is over `seconds`: every process stops calling at its own deadline, `seconds` after the shared start."""
+    `pool` processes); with `rate` > 0, that many calls per second offered by all the clients together;
+    `warmup` calls per client before the clock starts.
+    `work` must pickle (a module-level function, or a functools.partial of one). The rate is over `seconds`:
+    every process stops calling at its own deadline, `seconds` after the shared start."""
     if pool > 0:
         processes = min(processes, pool)
     ctx = mp.get_context("spawn")
@@ -245,6 +289,7 @@ def run_processes(
     go: Any = ctx.Queue()
     out: Any = ctx.Queue()
     pools = spread(pool, processes) if pool > 0 else [0] * processes
+    per_client = rate / clients
     procs = []
     first = 0
     for threads, connections in zip(spread(clients, processes), pools, strict=True):
@@ -252,7 +297,7 @@ def run_processes(
             continue
         p = ctx.Process(
             target=_client_process,
-            args=(url, threads, first, work, seconds, setup, connections, ready, go, out),
+            args=(url, threads, first, work, seconds, setup, connections, per_client, warmup, ready, go, out),
             daemon=True,
         )
         first += threads

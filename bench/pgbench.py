@@ -18,12 +18,18 @@ from bench.load import Throughput
 from bench.results import check
 from database.embedded import bin_dir
 
-_TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)$", re.MULTILINE)
+_TPS = re.compile(r"^tps = [0-9.]+ \(without initial connection time\)$", re.MULTILINE)
 
 
-def run_pgbench(url: str, script: str, clients: int, seconds: float) -> Throughput:
+def run_pgbench(
+    url: str, script: str, clients: int, seconds: float, rate: float = 0.0, warmup: float = 0.0
+) -> Throughput:
     """`script` (pgbench's script language) run by `clients` connections for `seconds`, each run of it one
-    transaction; latencies from pgbench's per-transaction log."""
+    transaction: back to back, or with `rate` > 0 at that many transactions per second in all (Poisson
+    arrivals; each latency then counts from the moment its transaction was due, its wait for a busy
+    connection included). With `warmup`, pgbench runs that many seconds longer and the transactions that
+    started in them (each new session's first calls, loading its caches) are counted apart, outside the rate
+    and the latencies. Latencies from pgbench's per-transaction log."""
     target = make_url(url)
     env = {
         **os.environ,
@@ -43,8 +49,9 @@ def run_pgbench(url: str, script: str, clients: int, seconds: float) -> Throughp
                 "--protocol=prepared",
                 f"--client={clients}",
                 f"--jobs={min(clients, os.cpu_count() or 1)}",
-                f"--time={max(1, round(seconds))}",
+                f"--time={max(1, round(seconds + warmup))}",
                 "--log",
+                *([f"--rate={rate:g}"] if rate > 0 else []),
                 "--file=step.sql",
             ],
             cwd=work,
@@ -59,16 +66,20 @@ def run_pgbench(url: str, script: str, clients: int, seconds: float) -> Throughp
             result.returncode == 0 and found is not None,
             f"pgbench failed (exit {result.returncode}): {(result.stderr or result.stdout).strip()[-2000:]}",
         )
-        assert found is not None
-        latencies = [
-            int(line.split()[2]) / 1e6
+        # A log line: client, transaction, latency µs, script, end (epoch seconds, µs)[, schedule lag µs].
+        transactions = [
+            (int(fields[4]) + int(fields[5]) / 1e6, int(fields[2]) / 1e6)
             for log in Path(work).glob("pgbench_log.*")
-            for line in log.read_text("utf-8").splitlines()
+            for fields in (line.split() for line in log.read_text("utf-8").splitlines())
         ]
-    rate = float(found.group(1))
+    check(bool(transactions), "pgbench logged no transaction")
+    began = min(end - latency for end, latency in transactions) + warmup
+    latencies = [latency for end, latency in transactions if end - latency >= began]
+    ended = max(end for end, _ in transactions)
     return Throughput(
         calls=len(latencies),
-        seconds=len(latencies) / rate if rate else 0.0,
+        seconds=ended - began,
         latencies=latencies,
         outcomes={"done": len(latencies)},
+        warmup=len(transactions) - len(latencies),
     )
