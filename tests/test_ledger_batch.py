@@ -223,7 +223,9 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) 
 
 
 def lock_account(engine: Engine, name: str) -> Connection:
-    """A connection holding `name`'s account row lock (as a long admission would) until it commits."""
+    """A connection holding `name`'s account row lock (as a long admission would) until it commits. Use it
+    as a context manager inside the thread pool's: if the test fails while it holds the lock, leaving the
+    block releases it, so the calls waiting behind it end and the pool's threads can be joined."""
     conn = engine.connect()
     conn.execute(sa.text(f"SELECT 1 FROM {S}.token_accounts WHERE customer_id = :c FOR UPDATE"), {"c": name})
     return conn
@@ -247,17 +249,16 @@ def test_each_caller_gets_its_own_answer_when_a_batch_fails(db: Engine) -> None:
     customer(db, "gate", 10)
     customer(db, "c1", 100)
     with AdmissionBatcher(db, S, connections=1) as batcher, ThreadPoolExecutor(8) as pool:
-        held = lock_account(db, "gate")
-        first = pool.submit(batcher.consume, "gate", "gpt-4o", CREDIT, 0, "g1", at=T0)
-        wait_until(lambda: len(backends_waiting_on_a_lock(db)) == 1, "the first call waits for the lock")
-        # Its connection is busy: these wait, and go out together, the wrong one among them.
-        calls = [
-            pool.submit(batcher.consume, who, "gpt-4o", CREDIT, 0, f"q{n}", at=T0)
-            for n, who in enumerate(["c1", "c1", "nobody", "c1", "c1"])
-        ]
-        wait_until(lambda: batcher.waiting == 5, "the calls queue behind the busy connection")
-        held.commit()
-        held.close()
+        with lock_account(db, "gate") as held:
+            first = pool.submit(batcher.consume, "gate", "gpt-4o", CREDIT, 0, "g1", at=T0)
+            wait_until(lambda: len(backends_waiting_on_a_lock(db)) == 1, "the first call waits for the lock")
+            # Its connection is busy: these wait, and go out together, the wrong one among them.
+            calls = [
+                pool.submit(batcher.consume, who, "gpt-4o", CREDIT, 0, f"q{n}", at=T0)
+                for n, who in enumerate(["c1", "c1", "nobody", "c1", "c1"])
+            ]
+            wait_until(lambda: batcher.waiting == 5, "the calls queue behind the busy connection")
+            held.commit()
         assert first.result(timeout=30).allowed
         answers = [call.exception(timeout=30) or call.result() for call in calls]
 
@@ -374,24 +375,31 @@ def test_a_batch_killed_in_flight_is_admitted_again_and_charged_once(db: Engine)
     customer(db, "gate", 10)
     customer(db, "c1", 100)
     with AdmissionBatcher(db, S, connections=1) as batcher, ThreadPoolExecutor(8) as pool:
-        gate = lock_account(db, "gate")
-        held = lock_account(db, "c1")
-        first = pool.submit(batcher.consume, "gate", "gpt-4o", CREDIT, 0, "k0", at=T0)
-        wait_until(lambda: len(backends_waiting_on_a_lock(db)) == 1, "the first call waits for its lock")
-        calls = [pool.submit(batcher.consume, "c1", "gpt-4o", CREDIT, 0, f"k{n}", at=T0) for n in range(1, 6)]
-        wait_until(lambda: batcher.waiting == 5, "the calls queue behind the busy connection")
-        gate.commit()
-        gate.close()
-        assert first.result(timeout=30).allowed
-        # The five go out as one batch and wait for c1's lock: kill that backend mid-flight.
-        wait_until(lambda: backends_waiting_on_a_lock(db, "%consume_batch%") != [], "the batch waits for c1")
-        with db.connect() as conn:
-            for pid in backends_waiting_on_a_lock(db, "%consume_batch%"):
-                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        # Admitted again one by one, on a new connection, still behind the lock.
-        wait_until(lambda: len(backends_waiting_on_a_lock(db, "%consume(%")) == 1, "the retry waits for c1")
-        held.commit()
-        held.close()
+        with lock_account(db, "c1") as held:
+            with lock_account(db, "gate") as gate:
+                first = pool.submit(batcher.consume, "gate", "gpt-4o", CREDIT, 0, "k0", at=T0)
+                wait_until(
+                    lambda: len(backends_waiting_on_a_lock(db)) == 1, "the first call waits for its lock"
+                )
+                calls = [
+                    pool.submit(batcher.consume, "c1", "gpt-4o", CREDIT, 0, f"k{n}", at=T0)
+                    for n in range(1, 6)
+                ]
+                wait_until(lambda: batcher.waiting == 5, "the calls queue behind the busy connection")
+                gate.commit()
+            assert first.result(timeout=30).allowed
+            # The five go out as one batch and wait for c1's lock: kill that backend mid-flight.
+            wait_until(
+                lambda: backends_waiting_on_a_lock(db, "%consume_batch%") != [], "the batch waits for c1"
+            )
+            with db.connect() as conn:
+                for pid in backends_waiting_on_a_lock(db, "%consume_batch%"):
+                    conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            # Admitted again one by one, on a new connection, still behind the lock.
+            wait_until(
+                lambda: len(backends_waiting_on_a_lock(db, "%consume(%")) == 1, "the retry waits for c1"
+            )
+            held.commit()
         answers = [call.result(timeout=30) for call in calls]
 
     assert all(a.allowed and not a.replayed for a in answers)
@@ -402,15 +410,18 @@ def test_a_batch_killed_in_flight_is_admitted_again_and_charged_once(db: Engine)
 def test_closing_answers_the_calls_still_waiting(db: Engine) -> None:
     customer(db, "c1", 100)
     batcher = AdmissionBatcher(db, S, connections=1)
-    with ThreadPoolExecutor(4) as pool:
-        held = lock_account(db, "c1")
-        calls = [pool.submit(batcher.consume, "c1", "gpt-4o", CREDIT, 0, f"w{n}", at=T0) for n in range(4)]
-        wait_until(lambda: batcher.waiting == 3, "three calls wait behind the first")
-        closing = pool.submit(batcher.close)
-        time.sleep(0.2)
-        assert not closing.done(), "close() returned with calls still waiting"
-        held.commit()
-        held.close()
+    with ThreadPoolExecutor(5) as pool:
+        with lock_account(db, "c1") as held:
+            calls = [pool.submit(batcher.consume, "c1", "gpt-4o", CREDIT, 0, "w0", at=T0)]
+            wait_until(lambda: len(backends_waiting_on_a_lock(db)) == 1, "the first call waits for the lock")
+            calls += [
+                pool.submit(batcher.consume, "c1", "gpt-4o", CREDIT, 0, f"w{n}", at=T0) for n in (1, 2, 3)
+            ]
+            wait_until(lambda: batcher.waiting == 3, "three calls wait behind the first")
+            closing = pool.submit(batcher.close)
+            time.sleep(0.2)
+            assert not closing.done(), "close() returned with calls still waiting"
+            held.commit()
         closing.result(timeout=30)
         assert all(call.result(timeout=1).allowed for call in calls)
     with pytest.raises(RuntimeError, match="closed"):
