@@ -33,7 +33,10 @@ cores the server runs on, and pgbench next to none, so its rate is what the serv
 
 Then the consume steps again, durable, through group admission: each client process's clients (8 by
 default) call one AdmissionBatcher (database/ledger_batch.py) of --batch-connections connections, which
-sends the calls that wait while its connections are busy together, in one consume_batch() call each.
+sends the calls that wait while its connections are busy together, in one consume_batch() call each. And the
+same batches from pgbench: one connection per batcher connection, each sending consume_batch() calls of
+clients / (processes × batcher connections) consumes, back to back: what the server makes of the batches
+when the callers cost nothing.
 
 Then latency at a given load: the consume steps again, durable, with 32 connections, the pool, pgbench and
 the batchers, but with the calls arriving at random moments (Poisson) at --spread-rate calls/s in all on the
@@ -365,7 +368,57 @@ def measure_batched(
             HOT_TARGET if hot else SPREAD_TARGET,
             f"{run.calls:,} calls, {run.outcomes.get('refused', 0)} refused",
         )
+        # The same batches from a lean client: what the server makes of them when the callers cost nothing.
+        senders = processes * connections
+        size = max(1, clients // senders)
+        vacuum(url)
+        batches = run_pgbench(
+            url, batch_script(hot, size, f"pb{'h' if hot else 's'}"), senders, seconds, warmup=WARMUP_SECONDS
+        )
+        admitted = Throughput(
+            calls=batches.calls * size,
+            seconds=batches.seconds,
+            latencies=batches.latencies,
+            warmup=batches.warmup * size,
+        )
+        runs[f"consume batched pgbench {'hot' if hot else 'spread'}"] = admitted
+        subject = f"pgbench, batches of {size}, {where}: {senders} connections"
+        rows += [
+            Row(
+                f"consume, {subject}",
+                admitted.rate,
+                "calls/s",
+                f"≥ {HOT_TARGET if hot else SPREAD_TARGET:,.0f}",
+                admitted.rate >= (HOT_TARGET if hot else SPREAD_TARGET),
+                f"{batches.calls:,} batches",
+            ),
+            Row(
+                f"batch p99, {subject}",
+                batches.percentile(0.99),
+                "ms",
+                "-",
+                None,
+                f"p50 {batches.percentile(0.5):.1f} ms; a batch's time, not a call's",
+            ),
+        ]
     return rows, runs
+
+
+def batch_script(hot: bool, size: int, tag: str) -> str:
+    """pgbench's script for one consume_batch() of `size` consumes of 1 credit, each on the hot account or
+    a random one."""
+    draws = "".join(f"\\set c{n} random(1, {ACCOUNTS})\n" for n in range(size))
+    requests = ", ".join(
+        "jsonb_build_object('customer', "
+        + ("'hot'" if hot else f"'b-' || :c{n}")
+        + ", 'model', 'gpt-4o', 'input_tokens', 500, 'output_tokens', 0, "
+        f"'request_id', '{tag}-' || :client_id || '-' || :r || '-{n}')"
+        for n in range(size)
+    )
+    return (
+        f"{draws}\\set r random(1, 9223372036854775806)\n"
+        f"SELECT jsonb_array_length({SCHEMA}.consume_batch(jsonb_build_array({requests})));\n"
+    )
 
 
 def measure_offered(

@@ -1,7 +1,8 @@
 """The load benchmarks' clients: closed loop (the most the system makes), offered load (calls arriving at a
 given rate, each latency counted from its arrival, so a stall shows in every call it delays) and warm-up
-calls that are made but not measured. The calls here sleep instead of querying: what is under test is
-the clock, not the server."""
+calls that are made but not measured; in Python and through pgbench. The Python clients' calls here sleep
+instead of querying: what is under test is the clock, not the server. Last, the ledger benchmark's pgbench
+batches admit every request they carry, as its admissions-per-second figure assumes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import time
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
+from bench.ledger import batch_script, prepare
 from bench.load import Client, run_clients
 from bench.pgbench import run_pgbench
 
@@ -91,3 +95,29 @@ def test_pgbench_at_an_offered_rate_makes_that_many_transactions(pg_url: str) ->
     run = run_pgbench(pg_url, "SELECT 1;\n", 2, 2.0, rate=100.0)
     assert 150 <= run.calls <= 250
     assert 75 <= run.rate <= 125
+
+
+def test_the_ledger_benchs_pgbench_batches_admit_every_request_they_carry(
+    engine: Engine, pg_url: str
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS public.bench_floor"))
+    try:
+        prepare(engine)
+        spread = run_pgbench(pg_url, batch_script(False, 4, "t"), 2, 1.0)
+        hot = run_pgbench(pg_url, batch_script(True, 3, "h"), 2, 1.0)
+        with engine.connect() as conn:
+            usage: dict[bool, int] = dict(
+                conn.execute(
+                    sa.text("SELECT customer_id = 'hot', count(*) FROM tariff.token_usage GROUP BY 1")
+                ).all()
+            )
+            refused = conn.execute(
+                sa.text("SELECT count(*) FROM tariff.token_requests WHERE NOT allowed")
+            ).scalar_one()
+        assert spread.calls > 0 and hot.calls > 0
+        assert usage == {False: spread.calls * 4, True: hot.calls * 3}
+        assert refused == 0
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS public.bench_floor"))
