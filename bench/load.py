@@ -9,7 +9,8 @@ system makes and each call's latency includes its wait behind the others (Little
 average). With an offered `rate`, each client's calls arrive at random moments (a Poisson process, as
 independent users' requests do) whether or not the last one has returned, and a call's latency counts from
 the moment it arrived: a client still busy when its next call arrives makes that call late, and the delay
-counts (no coordinated omission)."""
+counts (no coordinated omission). Calls still due when the deadline passes are not made: a client that fell
+behind shows it in a rate below the offered one."""
 
 from __future__ import annotations
 
