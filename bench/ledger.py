@@ -375,6 +375,7 @@ def measure_batched(
         batches = run_pgbench(
             url, batch_script(hot, size, f"pb{'h' if hot else 's'}"), senders, seconds, warmup=WARMUP_SECONDS
         )
+        # Counted in admissions; the latencies stay one per batch (a batch's time is not a call's).
         admitted = Throughput(
             calls=batches.calls * size,
             seconds=batches.seconds,
