@@ -1,4 +1,4 @@
-"""Payments: a thin, typed Python API over the SQL functions of migration 0011.
+"""Payments: a thin, typed Python API over the SQL functions of migrations 0011 and 0024.
 
 The contract is SQL (`payment_checkout`, `settle_payment`, `request_refund`, `record_refund`, `run_dunning`),
 so the app in any language and Tariff's CLI share one implementation. Nothing here knows the PayU salt:
@@ -118,6 +118,27 @@ def settle(
             "mode": mode,
             "at": at,
         },
+    )
+
+
+def expire(conn: Connection, schema: str, txnid: str, at: datetime | None = None) -> bool:
+    """Mark a pending payment PayU never saw as expired, giving back the promotion places it holds (see
+    expire_payment in 0024); False when the payment was no longer pending."""
+    result = _call(
+        conn,
+        f"SELECT {quote_schema(schema)}.expire_payment(:txnid, CAST(:at AS timestamptz))",
+        {"txnid": txnid, "at": at},
+    )
+    return bool(result["expired"])
+
+
+def retry_fulfilment(conn: Connection, schema: str, txnid: str, at: datetime | None = None) -> Row:
+    """Deliver a paid payment whose fulfilment failed (payments.fulfilment_error) again; "outcome" says
+    applied, fulfilment_failed (with "detail") or not_needed (see retry_fulfilment in 0024)."""
+    return _call(
+        conn,
+        f"SELECT {quote_schema(schema)}.retry_fulfilment(:txnid, CAST(:at AS timestamptz))",
+        {"txnid": txnid, "at": at},
     )
 
 

@@ -5,10 +5,14 @@ and every disagreement is reported:
 
   paid_at_payu      PayU captured it, Tariff still has it pending/failed/expired   fix: settle as success
   failed_at_payu    PayU failed it, Tariff has it pending                          fix: settle as failure
-  not_at_payu       PayU never saw it, pending here for over an hour               fix: mark expired
+  not_at_payu       PayU never saw it, pending here for over an hour               fix: mark expired, giving
+                                                                                   back its promotion places
   amount_differs    PayU's amount is not the amount Tariff charged                 never fixed automatically
   status_differs    Tariff has it paid, PayU does not                              never fixed automatically
-  fulfilment_failed paid, but granting what was bought failed (payments.fulfilment_error)
+  fulfilment_failed paid, but granting what was bought failed                      fix: fulfil it again
+                    (payments.fulfilment_error)
+  discount_not_redeemed  paid at a promotion's price whose place it had given back (a failure before the
+                    success) and could not take again: the customer kept the discount    never fixed
   unknown_txnid     PayU reported a txnid Tariff never issued
 
 `fix` applies only the safe corrections; they go through the same idempotent settle_payment as webhooks.
@@ -24,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from database.connection import quote_schema
-from database.payments import payments, settle
+from database.payments import expire, payments, retry_fulfilment, settle
 from publishers.payu.client import PayUClient
 
 BATCH = 50
@@ -73,7 +77,7 @@ def reconcile(
             elif here in ("success", "partially_refunded", "refunded") and tx.found and not tx.succeeded:
                 issue = "status_differs"
             elif row.get("fulfilment_error"):
-                issue = "fulfilment_failed"
+                issue, safe = "fulfilment_failed", here == "success"
             if issue is None:
                 continue
             entry = {
@@ -89,13 +93,13 @@ def reconcile(
             }
             if fix and safe:
                 if issue == "not_at_payu":
-                    conn.execute(
-                        sa.text(
-                            f"UPDATE {s}.payments SET status = 'expired', updated_at = :now "
-                            "WHERE txnid = :txnid AND status = 'pending'"
-                        ),
-                        {"txnid": txnid, "now": now},
-                    )
+                    expire(conn, schema, txnid, at=now)
+                elif issue == "fulfilment_failed":
+                    retried = retry_fulfilment(conn, schema, txnid, at=now)
+                    if retried["outcome"] != "applied":
+                        entry["detail"] = retried.get("detail") or entry["detail"]
+                        mismatches.append(entry)
+                        continue
                 else:
                     settle(
                         conn,
@@ -130,6 +134,28 @@ def reconcile(
                 "tariff_amount": None,
                 "payu_amount": None,
                 "detail": "PayU reported a payment Tariff never issued",
+                "fixable": False,
+                "fixed": False,
+            }
+        )
+    unredeemed = conn.execute(
+        sa.text(
+            f"SELECT txnid, status, amount_minor, currency FROM {s}.payments "
+            "WHERE redemption_status = 'refused' AND discount_minor > 0 AND updated_at >= :since "
+            "ORDER BY txnid"
+        ),
+        {"since": since},
+    ).all()
+    for txnid, status, amount_minor, currency in unredeemed:
+        mismatches.append(
+            {
+                "txnid": txnid,
+                "issue": "discount_not_redeemed",
+                "tariff_status": status,
+                "payu_status": None,
+                "tariff_amount": f"{_amount(int(amount_minor), int(units.get(currency, 2)))}",
+                "payu_amount": None,
+                "detail": "paid at a promotion's price after giving its place back; the promotion was full",
                 "fixable": False,
                 "fixed": False,
             }
