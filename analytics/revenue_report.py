@@ -43,6 +43,35 @@ hist AS (
       LEFT JOIN customers c ON c.id = h.customer_id
 )"""
 
+# The windows of each redeemed promotion within the period, cut to the period. A yearly promotion has one
+# window per year, defined as SQL promotion_window() (migration 0006) defines them: the first year's local
+# dates and times shifted by whole years in the promotion's zone (its own, else the catalog's). Only the
+# years whose window can touch the period are generated: a window is shorter than a year, so it starts
+# at most one local year before the period does.
+_PROMOTION_WINDOWS = """
+promo AS (
+    SELECT p.id, p.starts_at, p.ends_at, p.yearly AND p.starts_at IS NOT NULL AND p.ends_at IS NOT NULL AS yearly,
+           coalesce(p.schedule_timezone, (SELECT timezone FROM catalog_state), 'UTC') AS zone
+      FROM promotions p
+     WHERE p.id IN (SELECT promotion_id FROM red)
+),
+win AS (
+    SELECT p.id, greatest(coalesce(p.starts_at, b.lo), b.lo) AS lo, least(coalesce(p.ends_at, b.hi), b.hi) AS hi
+      FROM promo p, bounds b
+     WHERE NOT p.yearly
+    UNION ALL
+    SELECT p.id, greatest(y.lo, b.lo), least(y.hi, b.hi)
+      FROM promo p, bounds b,
+           LATERAL generate_series(
+               greatest(0, extract(year FROM b.lo AT TIME ZONE p.zone)::integer
+                           - extract(year FROM p.starts_at AT TIME ZONE p.zone)::integer - 1),
+               extract(year FROM b.hi AT TIME ZONE p.zone)::integer
+                   - extract(year FROM p.starts_at AT TIME ZONE p.zone)::integer) AS n,
+           LATERAL (SELECT (p.starts_at AT TIME ZONE p.zone + make_interval(years => n)) AT TIME ZONE p.zone AS lo,
+                           (p.ends_at AT TIME ZONE p.zone + make_interval(years => n)) AT TIME ZONE p.zone AS hi) y
+     WHERE p.yearly
+)"""
+
 # Month segments of the period.
 _SEGS = """
 segs AS (
@@ -735,23 +764,29 @@ class RevenueReportBuilder:
             f"""WITH {_BASE}, {_PAYMENTS},
                 red AS (SELECT r.*, r.discount_minor / 10 ^ cu.minor_units / cu.usd_rate AS discount_usd
                           FROM redemptions r JOIN currencies cu ON cu.code = r.currency, bounds b
-                         WHERE r.redeemed_at >= b.lo AND r.redeemed_at < b.hi),
+                         WHERE r.redeemed_at >= b.lo AND r.redeemed_at < b.hi
+                           -- A PayU checkout holds its places from the start (migration 0024); that is a
+                           -- redemption once the payment is paid, and under the key the payment ended with.
+                           AND NOT EXISTS (
+                               SELECT 1 FROM payments p
+                                WHERE p.id = substring(r.idempotency_key FROM '^payment:(pay_[0-9a-f]+)')
+                                  AND (p.status NOT IN ('success', 'partially_refunded', 'refunded')
+                                       OR p.redemption_key <> r.idempotency_key))),
                 firsts AS (SELECT DISTINCT ON (promotion_id, customer_id) promotion_id, customer_id, redeemed_at
                              FROM red WHERE status = 'redeemed' ORDER BY promotion_id, customer_id, redeemed_at),
-                win AS (SELECT p.id, greatest(coalesce(p.starts_at, b.lo), b.lo) AS lo,
-                               least(coalesce(p.ends_at, b.hi), b.hi) AS hi
-                          FROM promotions p, bounds b),
+                {_PROMOTION_WINDOWS},
                 prospects AS (
                     SELECT DISTINCT w.id, w.lo, w.hi, h.customer_id
                       FROM win w JOIN hist h ON h.mrr_minor = 0 AND h.status IN ('trialing', 'active')
                        AND h.valid_from < w.hi AND (h.valid_to IS NULL OR h.valid_to > w.lo)
-                     WHERE w.lo < w.hi AND w.id IN (SELECT promotion_id FROM red)),
+                     WHERE w.lo < w.hi),
                 converted AS (
                     SELECT DISTINCT p.id, p.customer_id
                       FROM prospects p JOIN hist h ON h.customer_id = p.customer_id AND h.mrr_minor > 0
                        AND h.valid_from >= p.lo AND h.valid_from < p.hi),
+                -- A customer eligible in two yearly windows of a long period counts once.
                 eligible AS (
-                    SELECT p.id, count(*) AS n, count(c.customer_id) AS converted
+                    SELECT p.id, count(DISTINCT p.customer_id) AS n, count(DISTINCT c.customer_id) AS converted
                       FROM prospects p LEFT JOIN converted c ON c.id = p.id AND c.customer_id = p.customer_id
                      GROUP BY p.id),
                 stats AS (SELECT promotion_id, count(*) FILTER (WHERE status = 'redeemed') AS redeemed,
@@ -811,7 +846,8 @@ class RevenueReportBuilder:
             rows=tuple(out),
             currency="USD",
             note="Eligible: customers not paying (trial or free) at some time in the promotion's window within "
-            "the period; their conversion = those who started paying in that window. Revenue: payments of "
+            "the period (each year's window for a yearly promotion); their conversion = those who started "
+            "paying in such a window. Revenue: payments of "
             "redeemers from their redemption on, net of tax and refunds. ROI = (revenue − discount) / discount.",
         )
 

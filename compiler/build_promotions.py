@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from compiler.build_plans import build_approval
@@ -23,10 +23,13 @@ from compiler.catalog import (
     TokenPackage,
 )
 from compiler.context import BuildContext, suggest
+from compiler.money import plain
 from compiler.timeutil import has_offset, parse_timestamp
 from compiler.yaml_loader import LoadedDocument, PathKey, decode_text, read_config_bytes
 
 CSV_ID_COLUMN = "customer_id"
+# promotions.percent_off is numeric(5, 2).
+PERCENT_QUANTUM = Decimal("0.01")
 
 
 def build_promotion(ctx: BuildContext, doc: LoadedDocument, project: ProjectSettings) -> Promotion:
@@ -158,7 +161,20 @@ def _discount(
 ) -> Discount:
     kind, value = next(iter(spec.items()))
     if kind == "percent_off":
-        return Discount("percent_off", percent=Decimal(value))
+        percent = Decimal(value)
+        if percent != percent.quantize(PERCENT_QUANTUM, rounding=ROUND_DOWN):
+            # The database keeps numeric(5, 2): a third decimal would be rounded away on apply, so the
+            # live catalog would no longer read back as the config and apply would refuse late and vaguely.
+            ctx.error(
+                doc,
+                ("discount", "percent_off"),
+                "promotion.percent-precision",
+                f"percent_off {plain(percent)} has more than two decimals",
+                expected="a percentage with at most two decimals",
+                hint="write at most two decimals, e.g. percent_off: "
+                + plain(max(percent.quantize(PERCENT_QUANTUM, rounding=ROUND_HALF_UP), PERCENT_QUANTUM)),
+            )
+        return Discount("percent_off", percent=percent)
     if kind in ("amount_off", "fixed_price"):
         amounts: dict[str, Decimal] = {}
         for code, amount in value.items():

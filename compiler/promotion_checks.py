@@ -9,6 +9,7 @@ from itertools import combinations
 from compiler.build_settings import ProjectSettings
 from compiler.catalog import Plan, Promotion, TokenPackage
 from compiler.context import BuildContext
+from compiler.money import plain
 from compiler.yaml_loader import LoadedDocument
 
 _FAR_PAST = datetime.fromisoformat("0001-01-02T00:00:00+00:00")
@@ -37,6 +38,7 @@ def check_promotions(
                 )
             codes[promo.vanity_code] = promo.id
         if promo.status == "active":
+            _special_price_below_list(ctx, doc, promo, plans, packages)
             _discount_policy(ctx, doc, promo, plans, packages)
             written_end = isinstance(doc.data.get("schedule"), dict) and "ends" in doc.data["schedule"]
             if promo.schedule.ends is None and not promo.schedule.yearly and not written_end:
@@ -64,18 +66,14 @@ def check_promotions(
     _stacking(ctx, [p for p in promotions.values() if p.status == "active"], docs, project)
 
 
-def _max_percent(
+def _list_prices(
     promo: Promotion, plans: dict[str, Plan], packages: dict[str, TokenPackage]
-) -> Decimal | None:
-    """The largest discount the promotion gives against any list price it applies to, in percent."""
+) -> dict[str, list[tuple[str, Decimal]]]:
+    """The list prices the promotion's per-currency amounts act on: currency → [(what, amount)], where
+    `what` names the item as a person reads it (`plan 'pro' monthly`, `package 'extra-500' in region EU`)."""
     discount = promo.discount
-    if discount.kind == "percent_off":
-        return discount.percent
-    if discount.kind not in ("amount_off", "fixed_price"):
-        return None
-    list_prices: dict[str, list[Decimal]] = {}
+    list_prices: dict[str, list[tuple[str, Decimal]]] = {}
     if promo.is_bundle:
-        totals: dict[str, Decimal] = {}
         for currency in discount.amounts:
             total = Decimal(0)
             for item in promo.applies_to.bundle:
@@ -88,25 +86,81 @@ def _max_percent(
                     break
                 total += price.amount * item.quantity
             else:
-                totals[currency] = total
-        list_prices = {c: [t] for c, t in totals.items()}
-    else:
-        for plan_id in promo.applies_to.plans:
-            for price in plans[plan_id].prices if plan_id in plans else ():
-                if not promo.applies_to.cycles or price.cycle in promo.applies_to.cycles:
-                    list_prices.setdefault(price.currency, []).append(price.amount)
-        for package_id in promo.applies_to.packages:
-            for price in packages[package_id].prices if package_id in packages else ():
-                list_prices.setdefault(price.currency, []).append(price.amount)
+                list_prices[currency] = [(f"bundle {promo.id!r} (its parts together)", total)]
+        return list_prices
+    for plan_id in promo.applies_to.plans:
+        for price in plans[plan_id].prices if plan_id in plans else ():
+            if not promo.applies_to.cycles or price.cycle in promo.applies_to.cycles:
+                list_prices.setdefault(price.currency, []).append(
+                    (f"plan {plan_id!r} {price.cycle}{_in_region(price.region)}", price.amount)
+                )
+    for package_id in promo.applies_to.packages:
+        for price in packages[package_id].prices if package_id in packages else ():
+            list_prices.setdefault(price.currency, []).append(
+                (f"package {package_id!r}{_in_region(price.region)}", price.amount)
+            )
+    return list_prices
+
+
+def _in_region(region: str | None) -> str:
+    return f" in region {region}" if region else ""
+
+
+def _max_percent(
+    promo: Promotion, plans: dict[str, Plan], packages: dict[str, TokenPackage]
+) -> Decimal | None:
+    """The largest discount the promotion gives against any list price it applies to, in percent."""
+    discount = promo.discount
+    if discount.kind == "percent_off":
+        return discount.percent
+    if discount.kind not in ("amount_off", "fixed_price"):
+        return None
+    list_prices = _list_prices(promo, plans, packages)
     worst: Decimal | None = None
     for currency, amount in discount.amounts.items():
-        for listed in list_prices.get(currency, []):
+        for _what, listed in list_prices.get(currency, []):
             if listed <= 0:
                 continue
             off = amount if discount.kind == "amount_off" else listed - amount
+            # A special price at or above the list price counts as 0 % here; _special_price_below_list
+            # reports it as the error it is.
             percent = max(Decimal(0), min(off, listed)) / listed * 100
             worst = percent if worst is None else max(worst, percent)
     return worst
+
+
+def _special_price_below_list(
+    ctx: BuildContext,
+    doc: LoadedDocument,
+    promo: Promotion,
+    plans: dict[str, Plan],
+    packages: dict[str, TokenPackage],
+) -> None:
+    """A `fixed_price` must be below every list price it replaces.
+
+    An error, as for other targets the promotion can never discount (a cycle none of its plans is sold,
+    a retired plan): at checkout such a price saves nothing, yet redeem() still records the redemption,
+    so a customer uses up their `per_customer` place, a single-use code and a `max_redemptions` place
+    for no saving.
+    """
+    if promo.discount.kind != "fixed_price":
+        return
+    list_prices = _list_prices(promo, plans, packages)
+    for currency, special in promo.discount.amounts.items():
+        not_below = [(what, listed) for what, listed in list_prices.get(currency, []) if special >= listed]
+        if not not_below:
+            continue
+        where = ", ".join(f"{what} ({plain(listed)} {currency})" for what, listed in not_below)
+        lowest = min(listed for _what, listed in not_below)
+        ctx.error(
+            doc,
+            ("discount", "fixed_price", currency),
+            "promotion.price-not-below-list",
+            f"special price {plain(special)} {currency} is not below the list price of {where}",
+            expected=f"a {currency} price below {plain(lowest)}",
+            hint=f"lower the {currency} fixed_price below {plain(lowest)} {currency}"
+            + ("" if promo.is_bundle else ", or narrow applies_to so it leaves out what it cannot discount"),
+        )
 
 
 def _discount_policy(

@@ -69,8 +69,23 @@ class SyncResult:
 
 
 def normalize_code(text: str) -> str:
-    """Codes are case-insensitive: what customers type, trimmed and uppercased, as the database stores it."""
-    return text.strip().upper()
+    """A typed code as checkout's SQL reads it, `upper(btrim(code))`, so `tariff promo check` and quote()
+    or redeem() never disagree about a code.
+
+    btrim() removes spaces (U+0020) only: a code pasted with a tab, a line break or a non-breaking space
+    is unknown at checkout, so it must be unknown here too. upper() maps each character on its own, as
+    PostgreSQL does (`ß` stays `ß`, never `SS`); Python's str.upper() could expand one character into
+    several (`ﬁ` → `FI`) and turn a string checkout rejects into a valid code.
+    """
+    trimmed = text.strip(" ")
+    if trimmed.isascii():
+        return trimmed.upper()
+    return "".join(_upper_char(c) for c in trimmed)
+
+
+def _upper_char(char: str) -> str:
+    upper = char.upper()
+    return upper if len(upper) == 1 else char
 
 
 def same_code(typed: str, stored: str) -> bool:

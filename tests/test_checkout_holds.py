@@ -21,6 +21,7 @@ from publishers.payu.config import PayUConfig
 from publishers.payu.credentials import PayUCredentials
 from publishers.payu.reconcile import reconcile
 from publishers.payu.simulator import RunningSimulator, start_simulator
+from tests.analytics_support import period, revenue, row_of
 from tests.ledger_support import S, publish_shipped
 from tests.payment_support import AT, add_buyer, balance, scalar
 from tests.payu_support import SIM_KEY, SIM_SALT
@@ -222,6 +223,19 @@ def test_a_recorded_fulfilment_failure_is_fulfilled_again(shop: Engine) -> None:
     assert again["outcome"] == "not_needed"
     assert balance(shop, "kiran") == 500
     assert scalar(shop, f"SELECT fulfilment_error FROM {S}.payments WHERE id = :p", p=pay["id"]) is None
+
+
+def test_the_promotion_report_counts_paid_checkouts_only(shop: Engine) -> None:
+    code = _launch_code(shop)
+    _settle(shop, _checkout(shop, "asha", [code]), "failure")  # held, then given back
+    _settle(shop, _checkout(shop, "ravi", [code]), "success")
+    add_buyer(shop, "meera")
+    other = str(
+        scalar(shop, f"SELECT max(code) FROM {S}.promotion_codes WHERE promotion_id = 'launch-codes'")
+    )
+    _checkout(shop, "meera", [other])  # held, still pending
+    row = row_of(revenue(shop, period("2026-11-01", "2026-11-30")), "promotions", promotion="launch-codes")
+    assert (row["redemptions"], row["reversed"]) == (1, 0)
 
 
 # ------------------------------------------------------------------------------------ reconciliation

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 
 from compiler.catalog import Discount, Promotion, Schedule
@@ -31,29 +31,55 @@ class ActiveOffer:
 def _shift_years(moment: datetime, years: int) -> datetime:
     try:
         return moment.replace(year=moment.year + years)
-    except ValueError:  # 29 February in a year without one
+    except ValueError:  # 29 February in a year without one; PostgreSQL's `+ interval` also gives the 28th
         return moment.replace(year=moment.year + years, day=28)
+
+
+def _wall_clock(moment: datetime, local: tzinfo) -> datetime:
+    """`moment AT TIME ZONE local` in PostgreSQL: the naive local date and time."""
+    return moment.astimezone(local).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, local: tzinfo) -> datetime:
+    """`wall AT TIME ZONE local` in PostgreSQL: a local time read as an instant the way the server does.
+
+    A time repeated when clocks go back takes the offset after the change (fold=1); a time skipped when
+    they go forward takes the offset before it (fold=0). Python's default (fold=0) differs in the first
+    case, and then the page would open or close an hour away from checkout.
+    """
+    earlier, later = wall.replace(tzinfo=local, fold=0), wall.replace(tzinfo=local, fold=1)
+    # Through UTC: astimezone() into the datetime's own zone returns it unchanged, even in a gap.
+    repeated = earlier.utcoffset() != later.utcoffset() and _wall_clock(later.astimezone(UTC), local) == wall
+    # Back through UTC so the result carries the fold that matches its offset.
+    return (later if repeated else earlier).astimezone(UTC).astimezone(local)
 
 
 def current_window(
     schedule: Schedule, at: datetime, default_zone: str
 ) -> tuple[datetime | None, datetime | None] | None:
-    """The window of `schedule` that contains `at` (starts inclusive, ends exclusive), or None."""
+    """The window of `schedule` that contains `at` (starts inclusive, ends exclusive), or None.
+
+    Yearly windows follow SQL promotion_window() (migration 0006) step by step, so the page shows an offer
+    exactly when checkout gives it: the years are counted on the promotion's local calendar, a window
+    crossing New Year belongs to the year it starts in, and the dates shift in local time (a DST change
+    between years moves the UTC instant, not the wall-clock time).
+    """
     starts, ends = schedule.starts, schedule.ends
-    if not (schedule.yearly and starts is not None and ends is not None):
-        if (starts is not None and at < starts) or (ends is not None and at >= ends):
-            return None
-        return starts, ends
-    # Yearly windows repeat on the same local dates and times, so shift them in their own zone
-    # (a DST change between years moves the UTC instant, not the wall-clock time).
-    local = zone(schedule.timezone or default_zone)
-    first_start, first_end = starts.astimezone(local), ends.astimezone(local)
-    offset = at.year - first_start.year
-    for years in range(max(0, offset - 1), offset + 1):  # a window may straddle New Year
-        window_start, window_end = _shift_years(first_start, years), _shift_years(first_end, years)
-        if window_start <= at < window_end:
-            return window_start, window_end
-    return None
+    if schedule.yearly and starts is not None and ends is not None:
+        local = zone(schedule.timezone or default_zone)
+        first_start, first_end = _wall_clock(starts, local), _wall_clock(ends, local)
+        now = _wall_clock(at, local)
+        years = now.year - first_start.year
+        # The first of last year's, this year's and next year's windows that has not ended yet.
+        for offset in (years - 1, years, years + 1):
+            if offset < 0 or now >= _shift_years(first_end, offset):
+                continue
+            starts = _instant(_shift_years(first_start, offset), local)
+            ends = _instant(_shift_years(first_end, offset), local)
+            break
+    if (starts is not None and at < starts) or (ends is not None and at >= ends):
+        return None
+    return starts, ends
 
 
 def is_public(promotion: Promotion, region: str) -> bool:
@@ -89,17 +115,22 @@ def covers(promotion: Promotion, plan: str, cycle: str | None) -> bool:
 
 
 def apply_discount(amount: Decimal, discount: Discount, currency: Currency) -> Decimal | None:
-    """The price after `discount`, rounded per currency and never below zero; None when it gives nothing."""
+    """The price after `discount`, never below zero; None when it gives nothing.
+
+    Computed as checkout's SQL quote() (migration 0006) computes a discount step, so the page never shows
+    a price one minor unit away from the charge: the amount taken off is what gets rounded, with the
+    currency's rule, and then subtracted (rounding the final price instead differs at exactly half a
+    minor unit: INR 1499 at 12.5 % off is 1311.62, not 1311.63).
+    """
     if discount.kind == "percent_off" and discount.percent is not None:
-        result = currency.round(amount * (Decimal(100) - discount.percent) / Decimal(100))
+        off = min(currency.round(amount * discount.percent / Decimal(100)), amount)
     elif discount.kind == "amount_off" and currency.code in discount.amounts:
-        result = currency.round(amount - discount.amounts[currency.code])
+        off = min(discount.amounts[currency.code], amount)
     elif discount.kind == "fixed_price" and currency.code in discount.amounts:
-        result = currency.round(discount.amounts[currency.code])
+        off = max(amount - discount.amounts[currency.code], Decimal(0))
     else:
         return None  # not a price discount, or none configured in this currency
-    result = max(result, Decimal(0))
-    return result if result < amount else None
+    return currency.round(amount - off) if off > 0 else None
 
 
 def best_price(
