@@ -342,7 +342,8 @@ def webhook(
     """Receive PayU payment webhooks and refund callbacks over HTTP until interrupted.
 
     Each POST is taken in like `tariff payu ingest`: 200 when recorded (or already recorded), 400 for a body
-    refused (nothing written), 503 when PayU or the database cannot be reached (PayU delivers again).
+    refused (nothing written), 503 when PayU or the database cannot be reached or is briefly busy (a lock
+    timeout, a deadlock: nothing written, PayU delivers again).
     """
     from cli.session import open_session
     from publishers.payu.webhook import WebhookServer
@@ -373,14 +374,23 @@ def _print_one(result: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------- refunds
 
 
+# The database keeps amounts in minor units as bigint; nothing larger was ever paid, so none is refunded.
+MAX_MINOR = 2**63 - 1
+
+
 def _minor(amount: str, units: int) -> int:
     try:
         value = Decimal(amount.strip())
     except InvalidOperation as exc:
         raise CommandError(f"--amount {amount!r} is not a number", fix="write e.g. --amount 749.50") from exc
-    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal(1).scaleb(-units)):
+    try:
+        # quantize fails on amounts too large to carry `units` decimals (1e30): refuse them like any other
+        exact = value.is_finite() and value > 0 and value == value.quantize(Decimal(1).scaleb(-units))
+    except InvalidOperation:
+        exact = False
+    if not exact or value.scaleb(units) > MAX_MINOR:
         raise CommandError(
-            f"--amount {amount} must be positive with at most {units} decimals",
+            f"--amount {amount} must be positive with at most {units} decimals, no more than the payment",
             fix="write e.g. --amount 749.50",
         )
     return int(value.scaleb(units))
@@ -401,9 +411,11 @@ def refund(
 ) -> None:
     """Refund a payment in full or in part through PayU, never twice.
 
-    The refund and its unique token are recorded before PayU is called; after a network failure, run the
-    same command again: it resends the same token. Credits the payment granted are taken back in proportion
-    and, once the payment is refunded in full, its promotion redemption is released.
+    The refund and its unique token are recorded before PayU is called. Only PayU's refusal records it as
+    error. After a network failure or an answer that does not say whether PayU refunded (an HTTP error,
+    a body that is not JSON), it stays requested: run the same command again (it resends the same token,
+    which PayU never refunds twice) or tariff payu refunds --poll. Credits the payment granted are taken
+    back in proportion and, once the payment is refunded in full, its promotion redemption is released.
     """
     from cli.session import open_session
     from database.payments import PaymentError, payment
@@ -471,7 +483,11 @@ def refunds(
     database_url: DatabaseUrlOption = None,
     format_: OutputFormatOption = OutputFormat.text,
 ) -> None:
-    """List refunds with their state (requested, queued, in_progress, success, failure, error)."""
+    """List refunds with their state (requested, queued, in_progress, success, failure, error).
+
+    With --poll, a refund PayU reports in a state Tariff does not know, or whose record at PayU is not the
+    refund Tariff asked for, is left as it was with a warning on stderr; the others are still updated.
+    """
     from cli.session import open_session
     from database.payments import REFUND_STATUSES, PaymentError
     from database.payments import refunds as list_refunds
@@ -484,16 +500,18 @@ def refunds(
         )
     client = _payu(config, env)[2] if poll else None
     session = open_session(config, env, database_url, stderr_console())
+    polled: list[dict[str, Any]] = []
     try:
         if client is not None:
             try:
-                run_poll(session.engine, session.schema, client)
+                polled = run_poll(session.engine, session.schema, client)
             except (PayUError, PaymentError) as exc:
                 raise _payu_error(exc) from exc
         with session.engine.begin() as conn:
             rows = list_refunds(conn, session.schema, status=status)
     finally:
         session.engine.dispose()
+    _warn_unpolled(polled)
     if format_ is OutputFormat.json:
         print_json(rows)
         return
@@ -510,6 +528,17 @@ def refunds(
     stdout_console().print(table)
 
 
+def _warn_unpolled(polled: list[dict[str, Any]]) -> None:
+    console = stderr_console()
+    for r in polled:
+        if r.get("problem"):
+            console.print(
+                f"warning: refund {r['token']} of {r['txnid']} left {r['status']}: {r['problem']}",
+                highlight=False,
+                markup=False,
+            )
+
+
 # ------------------------------------------------------------------------------------- reconciliation
 
 
@@ -522,7 +551,11 @@ def reconcile(
     ] = None,
     fix: Annotated[
         bool,
-        typer.Option("--fix", help="Apply the safe corrections (settle as PayU says; expire never-paid)."),
+        typer.Option(
+            "--fix",
+            help="Apply the safe corrections (settle as PayU says; expire never-paid, giving back their "
+            "promotion places; fulfil failed deliveries again).",
+        ),
     ] = False,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
@@ -532,7 +565,8 @@ def reconcile(
     """Compare pending and recent payments with PayU and report every mismatch.
 
     Reports payments paid at PayU but pending here, failed at PayU, never seen by PayU, amounts that
-    differ, fulfilment failures and txnids Tariff never issued; --fix applies the safe corrections.
+    differ, fulfilment failures, discounts whose promotion place was lost and txnids Tariff never issued;
+    --fix applies the safe corrections.
     """
     from compiler.timeutil import parse_timestamp
     from database.payments import PaymentError

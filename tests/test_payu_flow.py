@@ -290,13 +290,15 @@ def test_echoed_amount_compared_as_money(shop: Shop, tmp_path: Path) -> None:
 
     # The simulator's record says the payment was captured; a body echoing "5898" is not that amount.
     shop.sim.simulator.webhook_url = None
-    shop.sim_post("pay", txnid=payment["txnid"], outcome="success")
+    paid = shop.sim_post("pay", txnid=payment["txnid"], outcome="success")
     short = tmp_path / "short.txt"
     short.write_text(urlencode(_signed_result(shop, str(payment["txnid"]), "5898")))
     refused = shop.cli("payu", "ingest", str(short))
     assert refused.exit_code == 1 and "amount mismatch" in refused.output
     padded = tmp_path / "padded.txt"
-    padded.write_text(urlencode(_signed_result(shop, str(payment["txnid"]), "5898.820")))
+    padded.write_text(
+        urlencode(_signed_result(shop, str(payment["txnid"]), "5898.820", mihpayid=str(paid["mihpayid"])))
+    )
     taken = shop.cli("payu", "ingest", str(padded), "--format", "json")
     assert taken.exit_code == 0, taken.output
     assert json.loads(taken.stdout)[0]["payment_status"] == "success"

@@ -5,9 +5,14 @@ Retries: only when PayU was not heard from — a connection error, a timeout or 
 retried: asking again would get the same answer, or worse, do the same thing twice.
 
 Refunds are safe to retry because each carries the caller's ``token``: PayU refuses a second refund with
-a token it has seen (error 106), so a retry after a lost answer can never refund twice. When a retry meets
-106 (or 214, "same amount within 5 minutes"), the first attempt did reach PayU; the client then looks the
-refund up by its token and returns it (``recovered=True``) instead of reporting an error.
+a token it has seen (error 106), so a retry after a lost answer can never refund twice. When a refund meets
+106 (or 214, "same amount within 5 minutes"), an earlier call with this token may have reached PayU; the
+client then looks the refund up by its token and returns it (``recovered=True``) when it is the same refund.
+
+Only PayU's definite refusals of a refund raise a plain ``PayUError``. An answer that does not say whether
+PayU acted (an HTTP error status, a body that is not JSON, an unknown error code, a 106 whose refund cannot
+be found) raises ``PayUUnclearAnswerError``: the caller must treat the refund as possibly made and resend
+the same token later, never ask again under a new one.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ from publishers.payu.models import (
 )
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+# PayU's refund error codes that mean it made no refund under this token: 105 invalid amount, 116 unknown
+# transaction, 214 same amount within 5 minutes (once the token's own refund is known not to exist).
+DEFINITE_REFUND_REFUSALS = frozenset({"105", "116", "214"})
 MAX_TXNID = 25
 MAX_TOKEN = 23
 CENT = Decimal("0.01")
@@ -49,15 +57,21 @@ def format_amount(amount: Decimal | str | int, what: str = "amount") -> str:
     """A positive amount with at most two decimals, as PayU wants it (``Decimal("10")`` → ``"10.00"``)."""
     try:
         value = Decimal(str(amount))
+        # quantize itself fails on amounts too large for two decimals (1e30), like a malformed one
+        exact = value.is_finite() and value > 0 and value == value.quantize(CENT)
     except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite() or value <= 0 or value != value.quantize(CENT):
+        exact = False
+    if not exact:
         raise PayUError(
             f"{what} {amount!s} is not a positive amount with at most two decimals",
             "Pass a Decimal such as Decimal('499.00').",
             code="invalid_amount",
         )
     return f"{value.quantize(CENT)}"
+
+
+class PayUUnclearAnswerError(PayUError):
+    """PayU (or something in front of it) answered, but not whether it acted: treat the call as maybe done."""
 
 
 def _auth_error(body: Mapping[str, Any]) -> PayUError | None:
@@ -80,6 +94,25 @@ def _nested_actions(node: Any, depth: int = 0) -> Iterator[Mapping[str, Any]]:
         return
     for value in node.values():
         yield from _nested_actions(value, depth + 1)
+
+
+def _refund_refusal(
+    mihpayid: str, value: str, code: str, message: str, earlier: RefundStatus | None
+) -> PayUError:
+    """The error for a refund PayU did not queue: definite when PayU refused it, else unclear."""
+    unknown = f"PayU answered error code {code or '(none)'} ({message or 'no reason given'})"
+    what, fix = REFUND_ERRORS.get(code, (unknown, ""))
+    detail = f" ({message})" if message and code in REFUND_ERRORS else ""
+    text = f"refund of {value} on payment {mihpayid}: {what}{detail}"
+    # A 106 whose token PayU shows for another amount is a reused token: this refund was not made.
+    reused = code == "106" and earlier is not None and earlier.amount is not None
+    if code in DEFINITE_REFUND_REFUSALS or reused:
+        return PayUError(text, fix or None, code=code)
+    return PayUUnclearAnswerError(
+        f"{text}; PayU's answer does not say whether it made the refund",
+        "Resend the same token later (PayU never refunds a token twice) or look it up by token.",
+        code=code or "refund_unclear",
+    )
 
 
 class PayUClient:
@@ -112,12 +145,8 @@ class PayUClient:
 
     # -- transport -------------------------------------------------------------------------------
 
-    def call(self, command: str, *variables: str, attempts_seen: list[int] | None = None) -> dict[str, Any]:
-        """POST one command and return PayU's JSON object. Retries network failures only.
-
-        ``attempts_seen`` (when given) receives the number of attempts made, for callers that must know
-        whether an earlier attempt may have reached PayU.
-        """
+    def call(self, command: str, *variables: str) -> dict[str, Any]:
+        """POST one command and return PayU's JSON object. Retries network failures only."""
         key = self.credentials.key
         var1 = variables[0] if variables else ""
         data = {
@@ -130,8 +159,6 @@ class PayUClient:
         attempts = self.retries + 1
         problem = ""
         for attempt in range(1, attempts + 1):
-            if attempts_seen is not None:
-                attempts_seen.append(attempt)
             try:
                 response = self.session.post(
                     self.endpoint, data=data, timeout=self.timeout, headers={"Accept": "application/json"}
@@ -156,7 +183,7 @@ class PayUClient:
 
     def _decode(self, command: str, response: requests.Response) -> dict[str, Any]:
         if response.status_code >= 400:
-            raise PayUError(
+            raise PayUUnclearAnswerError(
                 f"PayU answered {command} with HTTP {response.status_code}",
                 "Check `payu.api_url` (production uses https://info.payu.in for the merchant API).",
                 code=f"http_{response.status_code}",
@@ -165,13 +192,13 @@ class PayUClient:
             body = response.json()
         except ValueError:
             snippet = response.text[:120].replace("\n", " ")
-            raise PayUError(
+            raise PayUUnclearAnswerError(
                 f"PayU answered {command} with something other than JSON: {snippet!r}",
                 "Check that `payu.api_url` points at PayU's merchant API host.",
                 code="bad_response",
             ) from None
         if not isinstance(body, dict):
-            raise PayUError(f"PayU answered {command} with unexpected JSON", code="bad_response")
+            raise PayUUnclearAnswerError(f"PayU answered {command} with unexpected JSON", code="bad_response")
         auth = _auth_error(body)
         if auth is not None and str(body.get("status")) != "1":
             raise auth
@@ -230,8 +257,7 @@ class PayUClient:
         variables = [mihpayid, token, value]
         if callback_url:
             variables += ["", callback_url]
-        attempts: list[int] = []
-        body = self.call("cancel_refund_transaction", *variables, attempts_seen=attempts)
+        body = self.call("cancel_refund_transaction", *variables)
         code = str(body.get("error_code") or "").strip()
         message = str(body.get("msg") or "")
         if str(body.get("status")) == "1" and (not code or code in REFUND_SUCCESS_CODES):
@@ -244,26 +270,19 @@ class PayUClient:
                 error_code=code or None,
                 bank_ref_num=str(body.get("bank_ref_num") or "") or None,
             )
-        if code in ("106", "214") and len(attempts) > 1:
-            existing = self.refund_by_token(mihpayid, token)
-            if existing is not None:
-                return RefundRequest(
-                    request_id=existing.request_id,
-                    mihpayid=mihpayid,
-                    token=token,
-                    amount=existing.amount if existing.amount is not None else Decimal(value),
-                    message=f"refund already queued by an earlier attempt ({existing.status})",
-                    error_code=code,
-                    bank_ref_num=existing.bank_ref_num,
-                    recovered=True,
-                )
-        what, fix = REFUND_ERRORS.get(code, (f"PayU refused the refund ({message or 'no reason given'})", ""))
-        detail = f" ({message})" if message and code in REFUND_ERRORS else ""
-        raise PayUError(
-            f"refund of {value} on payment {mihpayid}: {what}{detail}",
-            fix or None,
-            code=code or "refund_refused",
-        )
+        earlier = self.refund_by_token(mihpayid, token) if code in ("106", "214") else None
+        if earlier is not None and earlier.amount == Decimal(value):
+            return RefundRequest(
+                request_id=earlier.request_id,
+                mihpayid=mihpayid,
+                token=token,
+                amount=Decimal(value),
+                message=f"refund already queued by an earlier attempt ({earlier.status})",
+                error_code=code,
+                bank_ref_num=earlier.bank_ref_num,
+                recovered=True,
+            )
+        raise _refund_refusal(mihpayid, value, code, message, earlier)
 
     def check_action_status(self, request_id: str) -> list[RefundStatus]:
         """The state of one refund request by its request_id (empty when PayU has none)."""

@@ -1,26 +1,95 @@
 """Refunds through PayU that can never pay out twice.
 
-The refund row and its unique token are committed before PayU is called. If PayU cannot be reached, the
-refund stays `requested`; running the same refund again sends the same token, and PayU refuses a second
-refund under a token it has seen (error 106), which Tariff then resolves by looking the refund up by its
-token. Refund states are read from PayU (`check_action_status`) until they settle.
+The refund row and its unique token are committed before PayU is called. Only PayU's definite refusal of
+the refund (105, 116, 214, a token it holds for another amount) is recorded as `error`, which frees the
+amount for a new refund under a new token. When PayU cannot be reached, or answers without saying whether
+it acted (an HTTP error, a body that is not JSON, a 106 whose refund it cannot show), the refund stays
+`requested`: running the same refund again sends the same token, which PayU never refunds twice, and
+`poll` looks it up by that token.
+
+Whatever PayU reports about a refund (by request id or by token) is recorded only when it is the refund
+Tariff asked for: same token, same payment, a refund action, same amount.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from database.payments import record_refund, refunds, request_refund
-from publishers.payu.client import PayUClient
+from database.payments import PaymentError, record_refund, refunds, request_refund
+from publishers.payu.client import PayUClient, PayUUnclearAnswerError
 from publishers.payu.errors import PayUError, PayUNetworkError
 from publishers.payu.models import RefundStatus
 
+MISMATCH_FIX = "Do not trust it: compare the refund with PayU's dashboard first; Tariff recorded nothing."
+
 
 class RefundPendingError(PayUError):
-    """PayU did not answer: the refund is recorded as requested and is safe to send again."""
+    """PayU did not say whether it made the refund: it stays requested and is safe to send again."""
+
+
+class RefundMismatchError(PayUError):
+    """What PayU reports under a refund's request id or token is not the refund Tariff asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class AskedRefund:
+    """A refund as Tariff asked PayU for it: what PayU's record of it must match."""
+
+    token: str
+    mihpayid: str
+    amount: Decimal
+    request_id: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AskedRefund:
+        """From a refunds row joined with its payment's mihpayid (request_refund, refunds(), callbacks)."""
+        return cls(
+            token=str(row["token"]),
+            mihpayid=str(row.get("mihpayid") or ""),
+            amount=Decimal(str(row["amount_text"])),
+            request_id=str(row.get("request_id") or "") or None,
+        )
+
+
+def _differences(state: RefundStatus, asked: AskedRefund) -> list[str]:
+    expected = (
+        ("action", state.action, "refund"),
+        ("token", state.token, asked.token),
+        ("mihpayid", state.mihpayid, asked.mihpayid),
+        ("amount", state.amount, asked.amount),
+        ("request id", state.request_id, asked.request_id or state.request_id),
+    )
+    return [f"{name} {got or '-'} (Tariff's: {want})" for name, got, want in expected if got != want]
+
+
+def find_at_payu(client: PayUClient, asked: AskedRefund) -> RefundStatus | None:
+    """PayU's record of this refund (by its request id, else by its token), or None when PayU has none.
+
+    Raises RefundMismatchError when PayU's record under that request id or token differs from the refund
+    Tariff asked for: a forged callback or a mixed-up id must never settle (or pay out) a refund.
+    """
+    if asked.request_id:
+        found = [s for s in client.check_action_status(asked.request_id) if s.request_id == asked.request_id]
+    elif asked.mihpayid:
+        found = [s for s in client.check_action_status_by_mihpayid(asked.mihpayid) if s.token == asked.token]
+    else:
+        return None
+    if not found:
+        return None
+    differences = _differences(found[0], asked)
+    if differences:
+        raise RefundMismatchError(
+            f"PayU's refund {found[0].request_id or '-'} is not Tariff's refund {asked.token}: "
+            + ", ".join(differences),
+            MISMATCH_FIX,
+            code="refund_mismatch",
+        )
+    return found[0]
 
 
 def _record_status(
@@ -39,6 +108,35 @@ def _record_status(
         )
 
 
+def _record_refusal(engine: Engine, schema: str, refund_id: int, exc: PayUError) -> None:
+    with engine.begin() as conn:
+        record_refund(
+            conn,
+            schema,
+            refund_id,
+            "error",
+            source="refund",
+            payload=exc.to_json(),
+            error_code=exc.code,
+            error_message=exc.message,
+        )
+
+
+def _pending(opened: Mapping[str, Any], exc: PayUError) -> RefundPendingError:
+    what = f"the refund of {opened['amount_text']} {opened['currency']} on {opened['txnid']}"
+    if isinstance(exc, PayUNetworkError):
+        said = f"PayU did not answer {what}: {exc.message}"
+    else:
+        said = f"PayU's answer to {what} does not say whether it made it ({exc.message})"
+    token = opened["token"]
+    return RefundPendingError(
+        f"{said}; it is recorded as requested (not failed) under token {token}",
+        f"run the same command again (it resends token {token}, which PayU never refunds twice), "
+        "or tariff payu refunds --poll",
+        code="refund_pending",
+    )
+
+
 def refund(
     engine: Engine,
     schema: str,
@@ -53,73 +151,53 @@ def refund(
     with engine.begin() as conn:
         opened = request_refund(conn, schema, txnid, amount_minor, reason, actor)
     refund_id = int(opened["id"])
-    token = str(opened["token"])
-    mihpayid = opened.get("mihpayid")
-    if not mihpayid:
+    if not opened.get("mihpayid"):
         raise PayUError(
             f"payment {txnid} has no PayU id (mihpayid), so PayU cannot refund it",
             "run tariff payu reconcile to read it from PayU",
             code="no_mihpayid",
         )
+    asked = AskedRefund.from_row(opened)
     try:
-        answer = client.cancel_refund_transaction(
-            str(mihpayid), token, Decimal(str(opened["amount_text"])), callback_url
-        )
-    except PayUNetworkError as exc:
-        raise RefundPendingError(
-            f"PayU did not answer the refund of {opened['amount_text']} {opened['currency']} on {txnid}: "
-            f"{exc.message}; it is recorded as requested under token {token}",
-            f"run the same command again (it resends token {token}, which PayU never refunds twice), "
-            "or tariff payu refunds --poll",
-            code="refund_pending",
-        ) from exc
+        answer = client.cancel_refund_transaction(asked.mihpayid, asked.token, asked.amount, callback_url)
+    except (PayUNetworkError, PayUUnclearAnswerError) as exc:
+        raise _pending(opened, exc) from exc
     except PayUError as exc:
-        if exc.code in ("106", "214"):
-            existing = client.refund_by_token(str(mihpayid), token)
-            if existing is not None:
-                return {**_record_status(engine, schema, refund_id, existing, "refund"), "recovered": True}
-        with engine.begin() as conn:
-            record_refund(
-                conn,
-                schema,
-                refund_id,
-                "error",
-                source="refund",
-                payload=exc.to_json(),
-                error_code=exc.code,
-                error_message=exc.message,
-            )
+        _record_refusal(engine, schema, refund_id, exc)
         raise
     state = RefundStatus(
         request_id=answer.request_id,
         mihpayid=answer.mihpayid,
         status="QUEUED",
         amount=answer.amount,
-        token=token,
+        token=asked.token,
         bank_ref_num=answer.bank_ref_num,
         raw={"request_id": answer.request_id, "msg": answer.message, "error_code": answer.error_code},
     )
     if answer.recovered:
-        found = client.check_action_status(answer.request_id)
-        if found:
-            state = found[0]
+        state = find_at_payu(client, replace(asked, request_id=answer.request_id)) or state
     return {**_record_status(engine, schema, refund_id, state, "refund"), "recovered": answer.recovered}
 
 
+def _poll_one(engine: Engine, schema: str, client: PayUClient, row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        state = find_at_payu(client, AskedRefund.from_row(row))
+        if state is None or not state.status:
+            return {**row, "changed": False}
+        return _record_status(engine, schema, int(row["id"]), state, "reconcile")
+    except PayUNetworkError:
+        raise  # PayU is unreachable for every refund alike: stop and say so once
+    except (PayUError, PaymentError) as exc:
+        # One refund PayU reports in a state Tariff does not know (or that is not Tariff's) must not keep
+        # every other refund from being read: report it with the refund and go on.
+        return {**row, "changed": False, "problem": exc.message}
+
+
 def poll(engine: Engine, schema: str, client: PayUClient) -> list[dict[str, Any]]:
-    """Read every unsettled refund's state from PayU and record it; returns the refunds after the poll."""
+    """Read every unsettled refund's state from PayU and record it; returns the refunds after the poll.
+
+    A refund that could not be updated comes back unchanged with `problem` saying why.
+    """
     with engine.begin() as conn:
         open_refunds = refunds(conn, schema, open_only=True)
-    out = []
-    for row in open_refunds:
-        state: RefundStatus | None = None
-        if row.get("request_id"):
-            states = client.check_action_status(str(row["request_id"]))
-            state = states[0] if states else None
-        elif row.get("mihpayid"):
-            state = client.refund_by_token(str(row["mihpayid"]), str(row["token"]))
-        if state is None or not state.status:
-            out.append({**row, "changed": False})
-            continue
-        out.append(_record_status(engine, schema, int(row["id"]), state, "reconcile"))
-    return out
+    return [_poll_one(engine, schema, client, row) for row in open_refunds]

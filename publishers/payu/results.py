@@ -5,9 +5,13 @@ which stores each event once and acts on it once (settle_payment / record_refund
 
 * payment results (browser responses and payment webhooks, form-encoded): the reverse hash must match with
   this environment's salt and the merchant key must be ours; a success is confirmed with `verify_payment`
-  before anything is granted, and PayU's answer wins over the body's claim;
-* refund callbacks (JSON, `action: refund`, no hash): the refund must be one Tariff asked for; its state is
-  read back with `check_action_status`, never taken from the callback.
+  before anything is granted, and PayU's answer wins over the body's claim. The hash does not cover
+  `mihpayid`, `mode` or the error fields, so a success takes them from PayU (a body naming another
+  `mihpayid` than PayU's is refused: refunds and mandates go to that id), and an unconfirmed failure or
+  pending body only fills in what Tariff does not know yet, never replaces it;
+* refund callbacks (JSON, `action: refund`, no hash): the refund must be one Tariff asked for (its token,
+  and its request id once PayU gave one); its state is read back from PayU by the refund's own request id
+  or token and recorded only if PayU's record is that refund (token, payment, action, amount).
 
 All bodies of a batch are parsed and checked before anything is written: one bad body refuses the batch.
 """
@@ -30,6 +34,8 @@ from publishers.payu.client import PayUClient
 from publishers.payu.credentials import PayUCredentials
 from publishers.payu.errors import HASH_FIX, PayUError
 from publishers.payu.hashes import verify_reverse_hash
+from publishers.payu.models import RefundStatus, Transaction
+from publishers.payu.refunds import AskedRefund, RefundMismatchError, find_at_payu
 
 MAX_BODY = 256 * 1024
 PAYMENT_FIELDS = ("txnid", "status", "amount", "hash", "key", "productinfo", "firstname", "email")
@@ -58,6 +64,11 @@ class Body:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+def status_of(body: Body) -> str:
+    """A payment body's status as Tariff compares it ("Success" is success); the hashed field is kept."""
+    return body.fields["status"].strip().lower()
+
+
 def _strings(data: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in data.items()}
 
@@ -80,7 +91,7 @@ def _classify(where: str, data: Mapping[str, Any]) -> Body:
             "(form-encoded or JSON), one per line.",
             code="bad_payload",
         )
-    if fields["status"].lower() not in ("success", "failure", "pending"):
+    if fields["status"].strip().lower() not in ("success", "failure", "pending"):
         raise PayloadError(
             f"{where}: unknown status {fields['status']!r}",
             "PayU reports success, failure or pending.",
@@ -178,12 +189,96 @@ def check_payment_hash(body: Body, credentials: PayUCredentials) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentWrite:
+    """A checked payment body and what settle_payment is to record for it."""
+
+    body: Body
+    status: str
+    verified: bool
+    mihpayid: str | None
+    mode: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundWrite:
+    """A checked refund callback and the state PayU confirmed for Tariff's refund."""
+
+    body: Body
+    refund_id: int
+    state: RefundStatus
+
+
+def _confirmed_write(body: Body, tx: Transaction) -> PaymentWrite:
+    """A success body checked against PayU's verify_payment answer; PayU's fields win."""
+    f = body.fields
+    if not tx.found:
+        raise PayloadError(
+            f"{body.where}: PayU has no payment {f['txnid']}, though the body says success",
+            "Do not trust this body; compare with PayU's dashboard.",
+            code="not_confirmed",
+        )
+    if tx.amount is not None and tx.amount != _decimal(f["amount"]):
+        raise PayloadError(
+            f"{body.where}: amount mismatch for {f['txnid']}: PayU confirms {tx.amount}, "
+            f"the body says {f['amount']}",
+            "Do not trust this body; compare with PayU's dashboard (tariff payu reconcile).",
+            code="amount_mismatch",
+        )
+    claimed = f.get("mihpayid", "").strip()
+    if claimed and claimed != tx.mihpayid:
+        raise PayloadError(
+            f"{body.where}: mihpayid mismatch for {f['txnid']}: PayU's payment is {tx.mihpayid}, "
+            f"the body says {claimed}",
+            "Do not trust this body (mihpayid is not covered by PayU's hash); nothing was recorded. "
+            "Compare with PayU's dashboard (tariff payu reconcile).",
+            code="mihpayid_mismatch",
+        )
+    return PaymentWrite(
+        body, tx.status, tx.succeeded, tx.mihpayid, tx.mode, tx.error_message or tx.field9 or None
+    )
+
+
+def _stored_payment(conn: Connection, schema: str, txnid: str) -> dict[str, Any]:
+    row = (
+        conn.execute(
+            sa.text(
+                f"SELECT mihpayid, payment_mode, error_message FROM {quote_schema(schema)}.payments "
+                "WHERE txnid = :txnid"
+            ),
+            {"txnid": txnid},
+        )
+        .mappings()
+        .first()
+    )
+    return {} if row is None else dict(row)
+
+
+def _unconfirmed_write(conn: Connection, schema: str, body: Body) -> PaymentWrite:
+    """A failure or pending body: its unhashed fields only fill in what Tariff does not know yet."""
+    f = body.fields
+    stored = _stored_payment(conn, schema, f["txnid"])
+
+    def gap(name: str, value: str | None) -> str | None:
+        return None if stored.get(name) else (value or None)
+
+    return PaymentWrite(
+        body,
+        status_of(body),
+        False,
+        gap("mihpayid", f.get("mihpayid")),
+        gap("payment_mode", f.get("mode")),
+        gap("error_message", f.get("error_Message") or f.get("field9")),
+    )
+
+
 def _refund_row(conn: Connection, schema: str, body: Body) -> dict[str, Any]:
     s = quote_schema(schema)
     row = (
         conn.execute(
             sa.text(
-                f"SELECT r.id, r.request_id, r.token, p.mihpayid, p.txnid FROM {s}.refunds r "
+                f"SELECT r.id, r.request_id, r.token, r.amount_text, p.mihpayid, p.txnid FROM {s}.refunds r "
                 f"JOIN {s}.payments p ON p.id = r.payment_id "
                 "WHERE (r.request_id = :request_id AND :request_id <> '') "
                 "OR (r.token = :token AND :token <> '') "
@@ -201,7 +296,96 @@ def _refund_row(conn: Connection, schema: str, body: Body) -> dict[str, Any]:
             "Refunds made in PayU's dashboard are not Tariff's; make refunds with tariff payu refund.",
             code="unknown_refund",
         )
+    _check_callback_ids(body, dict(row))
     return dict(row)
+
+
+def _check_callback_ids(body: Body, row: Mapping[str, Any]) -> None:
+    """The callback's token and request id must both name this refund (once it has a request id)."""
+    token = body.fields.get("token", "")
+    request_id = body.fields.get("request_id", "")
+    if (token and token != row["token"]) or (row["request_id"] and request_id != row["request_id"]):
+        raise PayloadError(
+            f"{body.where}: refund callback with token {token or '-'} and request_id {request_id or '-'} "
+            f"does not match Tariff's refund {row['token']} (request_id {row['request_id'] or '-'})",
+            "Do not trust this callback; compare with PayU's dashboard. Nothing was recorded.",
+            code="refund_mismatch",
+        )
+
+
+def _refund_write(conn: Connection, schema: str, body: Body, client: PayUClient) -> RefundWrite:
+    row = _refund_row(conn, schema, body)
+    try:
+        state = find_at_payu(client, AskedRefund.from_row(row))
+    except RefundMismatchError as exc:
+        raise PayloadError(f"{body.where}: {exc.message}", exc.fix, code=exc.code) from exc
+    if state is None:
+        raise PayloadError(
+            f"{body.where}: PayU has no refund {row['token']} on payment {row['txnid']}",
+            "Do not trust this callback; compare with PayU's dashboard.",
+            code="not_confirmed",
+        )
+    claimed = body.fields.get("request_id", "")
+    if claimed and claimed != state.request_id:
+        raise PayloadError(
+            f"{body.where}: refund callback names request_id {claimed}, but PayU made Tariff's refund "
+            f"{row['token']} as request {state.request_id or '-'}",
+            "Do not trust this callback; compare with PayU's dashboard. Nothing was recorded.",
+            code="refund_mismatch",
+        )
+    return RefundWrite(body, int(row["id"]), state)
+
+
+def _checked(
+    conn: Connection, schema: str, bodies: Sequence[Body], client: PayUClient, credentials: PayUCredentials
+) -> list[PaymentWrite | RefundWrite]:
+    """Every body checked and confirmed with PayU, before anything is written."""
+    for body in bodies:
+        if body.kind == "payment":
+            check_payment_hash(body, credentials)
+    successes = sorted(
+        {b.fields["txnid"] for b in bodies if b.kind == "payment" and status_of(b) == "success"}
+    )
+    confirmed = client.verify_payment(successes) if successes else {}
+    writes: list[PaymentWrite | RefundWrite] = []
+    for body in bodies:
+        if body.kind == "refund":
+            writes.append(_refund_write(conn, schema, body, client))
+        elif status_of(body) == "success":
+            writes.append(_confirmed_write(body, confirmed[body.fields["txnid"]]))
+        else:
+            writes.append(_unconfirmed_write(conn, schema, body))
+    return writes
+
+
+def _write(conn: Connection, schema: str, write: PaymentWrite | RefundWrite, source: str) -> dict[str, Any]:
+    body = write.body
+    if isinstance(write, RefundWrite):
+        result = record_refund(
+            conn,
+            schema,
+            write.refund_id,
+            write.state.status,
+            request_id=write.state.request_id,
+            source=source,
+            payload=body.raw,
+            bank_ref=write.state.bank_ref_num,
+        )
+    else:
+        result = settle(
+            conn,
+            schema,
+            body.fields["txnid"],
+            write.status,
+            mihpayid=write.mihpayid,
+            amount=body.fields["amount"],
+            source=source,
+            payload=body.raw,
+            verified=write.verified,
+            error=write.error,
+            mode=write.mode,
+        )
+    return {"where": body.where, "kind": body.kind, **result}
 
 
 def take_in(
@@ -213,72 +397,5 @@ def take_in(
     source: str = "ingest",
 ) -> list[dict[str, Any]]:
     """Check every body, confirm with PayU, then record and act on each once; returns one result per body."""
-    for body in bodies:
-        if body.kind == "payment":
-            check_payment_hash(body, credentials)
-    refund_rows = {id(b): _refund_row(conn, schema, b) for b in bodies if b.kind == "refund"}
-    successes = sorted(
-        {b.fields["txnid"] for b in bodies if b.kind == "payment" and b.fields["status"] == "success"}
-    )
-    confirmed = client.verify_payment(successes) if successes else {}
-
-    results: list[dict[str, Any]] = []
-    for body in bodies:
-        if body.kind == "payment":
-            f = body.fields
-            status = f["status"].lower()
-            verified = False
-            if status == "success":
-                tx = confirmed[f["txnid"]]
-                if not tx.found:
-                    raise PayloadError(
-                        f"{body.where}: PayU has no payment {f['txnid']}, though the body says success",
-                        "Do not trust this body; compare with PayU's dashboard.",
-                        code="not_confirmed",
-                    )
-                if tx.amount is not None and tx.amount != _decimal(f["amount"]):
-                    raise PayloadError(
-                        f"{body.where}: amount mismatch for {f['txnid']}: PayU confirms {tx.amount}, "
-                        f"the body says {f['amount']}",
-                        "Do not trust this body; compare with PayU's dashboard (tariff payu reconcile).",
-                        code="amount_mismatch",
-                    )
-                status, verified = tx.status, tx.succeeded
-            result = settle(
-                conn,
-                schema,
-                f["txnid"],
-                status,
-                mihpayid=f.get("mihpayid") or None,
-                amount=f["amount"],
-                source=source,
-                payload=body.raw,
-                verified=verified,
-                error=f.get("error_Message") or f.get("field9") or None,
-                mode=f.get("mode") or None,
-            )
-        else:
-            row = refund_rows[id(body)]
-            request_id = body.fields.get("request_id") or row["request_id"]
-            if not request_id:
-                raise PayloadError(f"{body.where}: refund callback without request_id", code="bad_payload")
-            states = client.check_action_status(request_id)
-            if not states:
-                raise PayloadError(
-                    f"{body.where}: PayU has no refund request {request_id}",
-                    "Do not trust this callback; compare with PayU's dashboard.",
-                    code="not_confirmed",
-                )
-            state = states[0]
-            result = record_refund(
-                conn,
-                schema,
-                int(row["id"]),
-                state.status,
-                request_id=request_id,
-                source=source,
-                payload=body.raw,
-                bank_ref=state.bank_ref_num,
-            )
-        results.append({"where": body.where, "kind": body.kind, **result})
-    return results
+    writes = _checked(conn, schema, bodies, client, credentials)
+    return [_write(conn, schema, write, source) for write in writes]

@@ -2,8 +2,9 @@
 
 Each POST is one body, taken in its own transaction through publishers.payu.results (hash checked, success
 confirmed with PayU, stored once, acted on once). Answers: 200 with the outcome (duplicates included, so
-PayU stops retrying), 400 for a body Tariff refuses (nothing written), 503 when PayU or the database could not
-be reached (nothing written; PayU delivers again).
+PayU stops retrying), 400 for a body Tariff refuses (nothing written; PayU must not deliver it again), 503
+when PayU or the database could not be reached or was briefly busy — a lock timeout, a deadlock, a
+serialization failure, a server restarting (nothing written; PayU delivers again), 500 for anything else.
 """
 
 from __future__ import annotations
@@ -16,14 +17,59 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from database.errors import DatabaseError
+from database.sql_errors import refusal
 from publishers.payu.client import PayUClient
 from publishers.payu.credentials import PayUCredentials, redact
 from publishers.payu.errors import PayUError
 from publishers.payu.results import MAX_BODY, PayloadError, parse_body, take_in
 
 log = logging.getLogger("tariff.payu.webhook")
+
+# SQLSTATEs of a body the database refuses for good: data exceptions (22), integrity violations (23),
+# RAISE without a code (P0001), and what Tariff's own functions raise to refuse a call.
+REFUSAL_CLASSES = ("22", "23")
+REFUSAL_CODES = frozenset({"P0001", "P0002", "55000", "55006"})
+REFUSAL_PREFIX = "TRF"
+# SQLSTATEs that pass: connection (08), rollbacks such as deadlock and serialization failure (40),
+# resources (53), operator intervention such as a statement timeout or shutdown (57), system (58), and a
+# lock that was not granted in time (55P03). PayU must deliver the body again.
+TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+TRANSIENT_CODES = frozenset({"55P03"})
+
+
+def status_for_sqlstate(sqlstate: str | None) -> int:
+    """The HTTP answer for a database error: 400 refused for good, 503 try again, 500 Tariff's own fault."""
+    if sqlstate is None:
+        return 503  # no server answer at all: it could not be reached
+    if sqlstate[:2] in REFUSAL_CLASSES or sqlstate in REFUSAL_CODES or sqlstate.startswith(REFUSAL_PREFIX):
+        return 400
+    if sqlstate[:2] in TRANSIENT_CLASSES or sqlstate in TRANSIENT_CODES:
+        return 503
+    return 500
+
+
+def _database_answer(exc: DatabaseError | SQLAlchemyError) -> tuple[int, dict[str, Any]]:
+    if isinstance(exc, DatabaseError):
+        sqlstate, message, fix = getattr(exc, "sqlstate", None), exc.message, exc.fix
+    elif isinstance(exc, DBAPIError):
+        raised = refusal(exc)
+        sqlstate, message, fix = raised.sqlstate, raised.message, raised.hint
+    else:
+        sqlstate, message, fix = None, f"database unavailable ({type(exc).__name__})", None
+    status = status_for_sqlstate(sqlstate)
+    answer: dict[str, Any] = {"ok": False, "message": redact(message), "sqlstate": sqlstate}
+    if status == 400 and fix:
+        answer["fix"] = fix
+    return status, answer
+
+
+def _content_length(header: str | None) -> int | None:
+    """The declared body size, or None when the header is not a plain number."""
+    text = (header or "0").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 class WebhookServer(ThreadingHTTPServer):
@@ -57,10 +103,8 @@ class WebhookServer(ThreadingHTTPServer):
                 [result] = take_in(conn, self.schema, [body], self.client, self.credentials, source="webhook")
         except PayloadError as exc:
             return 400, {"ok": False, **exc.to_json()}
-        except DatabaseError as exc:
-            if getattr(exc, "sqlstate", None):
-                return 400, {"ok": False, "message": exc.message, "fix": exc.fix}
-            return 503, {"ok": False, "message": exc.message}
+        except (DatabaseError, SQLAlchemyError) as exc:
+            return _database_answer(exc)
         except PayUError as exc:
             return 503, {"ok": False, **exc.to_json()}
         if self.on_result is not None:
@@ -72,7 +116,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: WebhookServer
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = _content_length(self.headers.get("Content-Length"))
+        if length is None:
+            self._answer(400, {"ok": False, "message": "Content-Length must be a number of bytes"})
+            return
         if length <= 0 or length > MAX_BODY:
             self._answer(400, {"ok": False, "message": f"body must be 1 to {MAX_BODY} bytes"})
             return
