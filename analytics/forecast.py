@@ -181,13 +181,34 @@ def forecast(series: pd.Series, horizon: int, *, level: float = DEFAULT_LEVEL) -
 
 
 def _zero_filled(rows: list[tuple[date, float]], start: date | None, end: date) -> pd.Series:
-    """Days without rows are days with nothing: the series runs from `start` (or the first row) to `end`."""
+    """Days without rows are days with nothing: the series runs from `start` (or the first row) to `end`.
+
+    A row outside that range is refused rather than added: pandas would append it to the series, and a
+    partial today (or a day before --from) would then be fitted as if it were a complete day.
+    """
     first = start if start is not None else (min(day for day, _ in rows) if rows else end)
+    outside = sorted(day for day, _ in rows if not first <= day <= end)
+    if outside:
+        raise ValueError(
+            f"daily rows outside the series {first.isoformat()} to {end.isoformat()}: "
+            + ", ".join(day.isoformat() for day in outside[:3])
+        )
     index = pd.date_range(first, end, freq="D")
     series = pd.Series(0.0, index=index)
     for day, value in rows:
         series[pd.Timestamp(day)] = float(value)
     return series
+
+
+def _local_midnight(schema: str, day_sql: str) -> str:
+    """SQL for the instant a local day starts in token_rules.timezone.
+
+    The date goes through `timestamp` first: `date AT TIME ZONE` would cast the date to timestamptz in the
+    *session's* time zone and return a local timestamp, which then compares with timestamptz in the
+    session zone again, shifting the bound by the zones' difference (5 h 30 for a UTC session and an IST
+    ledger, enough to count this morning as part of yesterday).
+    """
+    return f"(CAST({day_sql} AS timestamp) AT TIME ZONE {quote_schema(schema)}.token_timezone())"
 
 
 def token_series(
@@ -213,16 +234,24 @@ def token_series(
     return _zero_filled([(r[0], float(r[1])) for r in rows], start, end)
 
 
+# Currencies are ranked by their amount in USD (major units at currencies.usd_rate, as the revenue report
+# converts): raw minor units would rank ₹1,499 (149,900 paise) above $1,400 (140,000 cents). A currency
+# without a published rate cannot be compared, so it comes after those with one.
+_USD_ORDER = "sum(({amount}) / 10 ^ cu.minor_units / cu.usd_rate) DESC NULLS LAST, {currency}"
+
+
 def revenue_currencies(conn: Connection, schema: str, start: date | None, end: date) -> list[str]:
-    """Currencies with collected payments in the window, most collected first."""
+    """Currencies with collected payments in the window, most collected (in USD) first."""
     s = quote_schema(schema)
     rows = conn.execute(
         sa.text(
-            f"SELECT currency FROM {s}.payments WHERE paid_at IS NOT NULL "
-            f"AND paid_at < ((CAST(:end AS date) + 1) AT TIME ZONE {s}.token_timezone()) "
-            f"AND (CAST(:start AS date) IS NULL OR paid_at >= (CAST(:start AS date) AT TIME ZONE "
-            f"{s}.token_timezone())) "
-            "GROUP BY currency ORDER BY sum(amount_minor - refunded_minor) DESC, currency"
+            f"SELECT p.currency FROM {s}.payments p JOIN {s}.currencies cu ON cu.code = p.currency "
+            "WHERE p.paid_at IS NOT NULL "
+            f"AND p.paid_at < {_local_midnight(schema, 'CAST(:end AS date) + 1')} "
+            "AND (CAST(:start AS date) IS NULL "
+            f"OR p.paid_at >= {_local_midnight(schema, 'CAST(:start AS date)')}) "
+            "GROUP BY p.currency ORDER BY "
+            + _USD_ORDER.format(amount="p.amount_minor - p.refunded_minor", currency="p.currency")
         ),
         {"start": start, "end": end},
     ).all()
@@ -245,9 +274,9 @@ def revenue_series(conn: Connection, schema: str, start: date | None, end: date,
             f"SELECT (paid_at AT TIME ZONE {s}.token_timezone())::date AS day, "
             "sum(amount_minor - refunded_minor) "
             f"FROM {s}.payments WHERE paid_at IS NOT NULL AND currency = :currency "
-            f"AND paid_at < ((CAST(:end AS date) + 1) AT TIME ZONE {s}.token_timezone()) "
-            f"AND (CAST(:start AS date) IS NULL OR paid_at >= (CAST(:start AS date) AT TIME ZONE "
-            f"{s}.token_timezone())) "
+            f"AND paid_at < {_local_midnight(schema, 'CAST(:end AS date) + 1')} "
+            "AND (CAST(:start AS date) IS NULL "
+            f"OR paid_at >= {_local_midnight(schema, 'CAST(:start AS date)')}) "
             "GROUP BY 1 ORDER BY 1"
         ),
         {"start": start, "end": end, "currency": currency},
@@ -257,11 +286,14 @@ def revenue_series(conn: Connection, schema: str, start: date | None, end: date,
 
 
 def mrr_currencies(conn: Connection, schema: str) -> list[str]:
-    """Currencies of paying subscriptions in the subscription history, most MRR first."""
+    """Currencies of paying subscriptions in the subscription history, most MRR (in USD) first."""
+    s = quote_schema(schema)
     rows = conn.execute(
         sa.text(
-            f"SELECT currency FROM {quote_schema(schema)}.subscription_history WHERE mrr_minor > 0 "
-            "GROUP BY currency ORDER BY sum(mrr_minor) DESC, currency"
+            f"SELECT h.currency FROM {s}.subscription_history h "
+            f"JOIN {s}.currencies cu ON cu.code = h.currency "
+            "WHERE h.mrr_minor > 0 GROUP BY h.currency ORDER BY "
+            + _USD_ORDER.format(amount="h.mrr_minor", currency="h.currency")
         )
     ).all()
     return [str(r[0]).strip() for r in rows]
@@ -284,7 +316,7 @@ def mrr_series(conn: Connection, schema: str, start: date | None, end: date, cur
         sa.text(
             f"""
             SELECT d.day, coalesce(sum(h.mrr_minor), 0)
-              FROM (SELECT g::date AS day, (g::date + 1) AT TIME ZONE {s}.token_timezone() AS day_end
+              FROM (SELECT g::date AS day, {_local_midnight(schema, "g::date + 1")} AS day_end
                       FROM generate_series(CAST(:start AS date), CAST(:end AS date), interval '1 day') g) d
               LEFT JOIN {s}.subscription_history h
                      ON h.currency = :currency AND h.mrr_minor > 0 AND h.valid_from < d.day_end

@@ -2,7 +2,8 @@
 
 Periods are whole local days in the ledger's time zone (token_rules.timezone, the zone the usage rollups
 are bucketed in): `--from 2026-01-01 --to 2026-01-31` is from midnight on the 1st to midnight after the
-31st, local time. Without --to, the period ends today; without --from, it starts 179 days before --to.
+31st, local time. Without --to, the period ends today; without --from, it starts 179 days before --to
+(never before FIRST_DAY). Both ends must lie between FIRST_DAY and LAST_DAY.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 DEFAULT_DAYS = 180
+# The dates a period may cover. Python's dates run from year 1 to 9999-12-31, and the reports step past
+# the period's last day (the exclusive end, the first of the month after it) and before its first (the
+# default --from, local midnight converted to UTC), so dates near either limit overflow mid-report. A year
+# of slack at the top, and 1900 at the bottom (before any ledger), keep every such step valid.
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(9998, 12, 31)
 
 
 class PeriodError(ValueError):
@@ -58,8 +65,17 @@ def resolve_period(
     timezone = conn.execute(sa.text("SELECT token_timezone()")).scalar_one()
     if today is None:
         today = conn.execute(sa.text("SELECT (now() AT TIME ZONE token_timezone())::date")).scalar_one()
+    for option, day in (("--from", start), ("--to", end)):
+        if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+            raise PeriodError(
+                f"{option} {day.isoformat()} is outside the dates reports cover "
+                f"({FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()})",
+                fix=f"give a {option} between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()} "
+                f"(YYYY-MM-DD), or leave {option} out "
+                + ("to end the period today" if option == "--to" else f"for the last {DEFAULT_DAYS} days"),
+            )
     last = end or today
-    first = start or last - timedelta(days=DEFAULT_DAYS - 1)
+    first = start or max(FIRST_DAY, last - timedelta(days=DEFAULT_DAYS - 1))
     if first > last:
         raise PeriodError(
             f"--from {first.isoformat()} is after --to {last.isoformat()}",

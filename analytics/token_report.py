@@ -369,7 +369,7 @@ class TokenReportBuilder:
     def utilisation(self) -> Section:
         rows = self.rows(
             f"""WITH {self.src}, {_GRANTS_T},
-                used AS (SELECT plan_id, sum(credits) AS credits FROM src GROUP BY 1),
+                used AS (SELECT plan_id, sum(credits) AS credits FROM src WHERE {_MODEL_OK} GROUP BY 1),
                 allocated AS (SELECT plan_id, sum(amount) AS amount, count(*) AS grants,
                                      count(DISTINCT customer_id) AS customers FROM grants GROUP BY 1)
                 SELECT coalesce(a.plan_id, u.plan_id), coalesce(a.customers, 0), coalesce(a.grants, 0),
@@ -519,7 +519,14 @@ class TokenReportBuilder:
                 monthly AS (
                     SELECT g.customer_id, g.month, max(g.plan_id) AS plan_id, sum(g.amount) AS allocated,
                            coalesce((SELECT sum(m.credits) FROM usage_customer_monthly m
-                                      WHERE m.customer_id = g.customer_id AND m.month = g.month), 0) AS used
+                                      WHERE CAST(:model AS text) IS NULL
+                                        AND m.customer_id = g.customer_id AND m.month = g.month),
+                                    -- the monthly rollup has no model: one model's month comes from the
+                                    -- daily rollup (one primary-key range per customer and month)
+                                    (SELECT sum(d.credits) FROM token_usage_daily d
+                                      WHERE d.model_id = :model AND d.customer_id = g.customer_id
+                                        AND d.day >= g.month AND d.day < CAST(g.month + interval '1 month' AS date)),
+                                    0) AS used
                       FROM grants g GROUP BY g.customer_id, g.month)
                 SELECT customer_id, max(plan_id), count(*) AS months,
                        count(*) FILTER (WHERE used >= allocated * :near) AS near,

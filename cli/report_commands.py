@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
+from rich.markup import escape
 
 from cli.errors import CommandError
 from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, database
@@ -128,7 +129,8 @@ def _emit(report: Report, fmt: Format, out: Path | None) -> None:
     except OSError as exc:
         raise CommandError(f"cannot write {out}: {exc.strerror}", fix="choose a writable --out path") from exc
     for path in written:
-        stderr_console().print(f"[green]✓[/green] wrote {path}")
+        # The path is the user's text: escaped, so brackets in it are not read as markup.
+        stderr_console().print(f"[green]✓[/green] wrote {escape(str(path))}")
 
 
 def _progress(label: str, total: int) -> tuple[Callable[[str], None], Callable[[], None]]:

@@ -4,6 +4,8 @@ file `<report>-<section>.csv` (header + rows only), ready for tools that expect 
 
 Cells are machine-friendly: money to the cent without separators (its currency in the column's
 `currency_key` column, or in the header as `title (USD)` for a fixed currency), percent as the fraction.
+Text starting with = + - @, a tab or a carriage return gets a leading apostrophe, so a spreadsheet shows
+a customer id such as `=HYPERLINK(…)` or `+919876543210` as text instead of evaluating it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,14 @@ def _header(section: Section) -> list[str]:
 
 def write_section(section: Section, stream: io.StringIO) -> None:
     out = csv.writer(stream, lineterminator="\n")
+    # Python 3.11's writer quotes only the line terminator's characters: a bare carriage return in a cell
+    # would go out unquoted and split the row for readers that accept any line ending. Such rows are
+    # written fully quoted; every other row keeps the minimal quoting.
+    quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
     out.writerow(_header(section))
     for row in section.rows:
-        out.writerow([plain(c, v) for c, v in zip(section.columns, row, strict=True)])
+        cells = [plain(c, v) for c, v in zip(section.columns, row, strict=True)]
+        (quoted if any("\r" in cell for cell in cells) else out).writerow(cells)
 
 
 def section_csv(section: Section) -> str:

@@ -1,5 +1,9 @@
 """Terminal: one rich table per section; a sparkline under line charts, inline bars for bar charts and a
-shaded grid for heat maps, so the shape of the data shows without leaving the terminal."""
+shaded grid for heat maps, so the shape of the data shows without leaving the terminal.
+
+Everything taken from the report (cells, titles, filters, notes) goes to rich as `Text`, never as a markup
+string: a customer id such as `tenant[admin]` or `user[/]` is data, and as markup it would be hidden,
+restyled or would crash the report."""
 
 from __future__ import annotations
 
@@ -47,14 +51,14 @@ def _bar(value: float, high: float) -> str:
 def _heatmap(section: Section) -> Table:
     chart = section.chart
     assert chart is not None
-    grid = Table(title=chart.title, show_edge=False, box=None, padding=(0, 0))
+    grid = Table(title=Text(chart.title), show_edge=False, box=None, padding=(0, 0))
     grid.add_column("")
     for key in chart.y:
-        grid.add_column(section.column(key).title[-2:], justify="center")
+        grid.add_column(Text(section.column(key).title[-2:]), justify="center")
     cells = [[number(row[section.index(k)]) for k in chart.y] for row in section.rows]
     high = max((v for row in cells for v in row), default=0.0)
     for row, values in zip(section.rows, cells, strict=True):
-        label = str(row[section.index(chart.x)])
+        label = Text(str(row[section.index(chart.x)]))
         shaded = [
             Text(SHADES[min(len(SHADES) - 1, int(v / high * (len(SHADES) - 1) + 0.5))] * 2 if high else "  ")
             for v in values
@@ -66,15 +70,15 @@ def _heatmap(section: Section) -> Table:
 def render_section(section: Section, console: Console) -> None:
     chart = section.chart
     if chart is not None and chart.kind == "heatmap":
-        console.print(f"[bold]{section.title}[/bold]")
+        console.print(Text(section.title, style="bold"))
         console.print(_heatmap(section))
         if section.note:
-            console.print(f"[dim]{section.note}[/dim]")
+            console.print(Text(section.note, style="dim"))
         console.print()
         return
-    table = Table(title=f"[bold]{section.title}[/bold]", title_justify="left", header_style="bold")
+    table = Table(title=Text(section.title, style="bold"), title_justify="left", header_style="bold")
     for column in section.columns:
-        table.add_column(column.title, justify="right" if column.kind in NUMERIC_KINDS else "left")
+        table.add_column(Text(column.title), justify="right" if column.kind in NUMERIC_KINDS else "left")
     bar_key = chart.y[0] if chart is not None and chart.kind == "bar" else None
     if bar_key is not None:
         table.add_column("")
@@ -82,9 +86,9 @@ def render_section(section: Section, console: Console) -> None:
         high = max(series, default=0.0)
     rows = section.rows[:MAX_TEXT_ROWS]
     for position, row in enumerate(rows):
-        cells = [display(section, c, row, v) for c, v in zip(section.columns, row, strict=True)]
+        cells = [Text(display(section, c, row, v)) for c, v in zip(section.columns, row, strict=True)]
         if bar_key is not None:
-            cells.append(f"[cyan]{_bar(series[position], high)}[/cyan]")
+            cells.append(Text(_bar(series[position], high), style="cyan"))
         table.add_row(*cells)
     if not section.rows:
         table.add_row(*(["—"] + [""] * (len(section.columns) - 1 + (bar_key is not None))))
@@ -94,18 +98,18 @@ def render_section(section: Section, console: Console) -> None:
     if chart is not None and chart.kind == "line" and section.rows:
         for key in chart.y:
             values = _downsample([number(v) for v in section.values(key)], 60)
-            console.print(f"  {section.column(key).title:<24} [green]{sparkline(values)}[/green]")
+            console.print(Text.assemble(f"  {section.column(key).title:<24} ", (sparkline(values), "green")))
     if section.note:
-        console.print(f"[dim]{section.note}[/dim]")
+        console.print(Text(section.note, style="dim"))
     console.print()
 
 
 def render_text(report: Report, console: Console) -> None:
-    console.rule(f"[bold]{report.title}[/bold]")
+    console.rule(Text(report.title, style="bold"))
     filters = ", ".join(f"{k}={v}" for k, v in report.filters.items()) or "none"
-    console.print(f"period {report.period_label()} · filters: {filters}")
+    console.print(Text(f"period {report.period_label()} · filters: {filters}"))
     for note in report.notes:
-        console.print(f"[dim]{note}[/dim]")
+        console.print(Text(note, style="dim"))
     console.print()
     for section in report.sections:
         render_section(section, console)

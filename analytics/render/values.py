@@ -9,10 +9,24 @@ from analytics.model import Column, Section
 
 _CENT = Decimal("0.01")
 _PERCENT_PLACES = Decimal("0.1")
+# Spreadsheets read a cell starting with one of these as a formula (tab and CR can hide a formula after
+# them). Report text carries customer-controlled strings (ids, names), so such text must never become one.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def starts_like_formula(text: str) -> bool:
+    return text.startswith(FORMULA_TRIGGERS)
+
+
+def spreadsheet_text(text: str) -> str:
+    """Text a spreadsheet opening a CSV shows as text: a leading apostrophe (OWASP's CSV-injection
+    advice) defuses a cell that would otherwise be evaluated, e.g. `=HYPERLINK(…)` or `+91…`."""
+    return f"'{text}" if starts_like_formula(text) else text
 
 
 def plain(column: Column, value: object) -> str:
-    """Machine-friendly text: CSV cells. Full precision for money, fraction for percent, ISO dates."""
+    """Machine-friendly text: CSV cells. Full precision for money, fraction for percent, ISO dates;
+    text that a spreadsheet would evaluate as a formula is defused (numbers, even negative, stay as is)."""
     if value is None:
         return ""
     if column.kind == "money" and isinstance(value, Decimal | int):
@@ -21,6 +35,8 @@ def plain(column: Column, value: object) -> str:
         return value.astimezone(UTC).isoformat()
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, str):
+        return spreadsheet_text(value)
     return str(value)
 
 

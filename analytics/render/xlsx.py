@@ -1,6 +1,7 @@
 """XLSX: one workbook, a cover sheet (title, period, filters) and one sheet per section with typed cells
-(numbers stay numbers), money and percent number formats, a frozen header row, and a native Excel chart
-where the section has one (heat maps become a colour-scale conditional format)."""
+(numbers stay numbers; text is always text, never a formula), money and percent number formats, a frozen
+header row, and a native Excel chart where the section has one (heat maps become a colour-scale
+conditional format)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import Cell
 from openpyxl.chart import BarChart, LineChart, Reference
 from openpyxl.formatting.rule import ColorScaleRule
 from openpyxl.styles import Font, PatternFill
@@ -17,6 +19,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from analytics.model import Column, Report, Section
+from analytics.render.values import starts_like_formula
 
 HEADER_FILL = PatternFill("solid", fgColor="E8EEF7")
 FORMATS = {
@@ -53,23 +56,36 @@ def _cell_value(column: Column, value: object) -> object:
     return str(value)
 
 
+def _put(sheet: Worksheet, row: int, column: int, value: object) -> Cell:
+    """Write one cell. openpyxl turns any string starting with `=` into a live formula, and report text
+    carries customer-controlled strings (ids, names, filter values): text is therefore always stored as a
+    string cell. Text Excel would re-read as a formula once edited (= + - @ …) also gets the quote prefix,
+    Excel's own "this is text" mark, so it stays text after the user presses F2 and Enter."""
+    cell = sheet.cell(row=row, column=column, value=value)
+    if isinstance(value, str):
+        cell.data_type = "s"
+        if starts_like_formula(value):
+            cell.quotePrefix = True
+    return cell
+
+
 def _write_section(sheet: Worksheet, section: Section) -> None:
     for position, column in enumerate(section.columns, 1):
-        cell = sheet.cell(row=1, column=position, value=column.title)
+        cell = _put(sheet, 1, position, column.title)
         cell.font = Font(bold=True)
         cell.fill = HEADER_FILL
         width = max(len(column.title), 12 if column.kind in {"money", "date", "datetime"} else 8)
         sheet.column_dimensions[get_column_letter(position)].width = min(40, width + 2)
     for row_number, row in enumerate(section.rows, 2):
         for position, (column, value) in enumerate(zip(section.columns, row, strict=True), 1):
-            cell = sheet.cell(row=row_number, column=position, value=_cell_value(column, value))
+            cell = _put(sheet, row_number, position, _cell_value(column, value))
             if column.kind == "money":
                 cell.number_format = money_format(section.currency_of(column, row))
             elif column.kind in FORMATS:
                 cell.number_format = FORMATS[column.kind]
     sheet.freeze_panes = "A2"
     if section.note:
-        sheet.cell(row=len(section.rows) + 3, column=1, value=section.note).font = Font(italic=True)
+        _put(sheet, len(section.rows) + 3, 1, section.note).font = Font(italic=True)
     if section.chart is not None and section.rows:
         _add_chart(sheet, section)
 
@@ -102,8 +118,7 @@ def write_xlsx(report: Report, path: Path) -> None:
     cover = workbook.active
     assert cover is not None
     cover.title = "Report"
-    cover["A1"] = report.title
-    cover["A1"].font = Font(bold=True, size=14)
+    _put(cover, 1, 1, report.title).font = Font(bold=True, size=14)
     info = [
         ("Report", report.key),
         ("From", report.period_from),
@@ -113,8 +128,8 @@ def write_xlsx(report: Report, path: Path) -> None:
         *(("Note", n) for n in report.notes),
     ]
     for row, (label, value) in enumerate(info, 3):
-        cover.cell(row=row, column=1, value=label).font = Font(bold=True)
-        cell = cover.cell(row=row, column=2, value=value)
+        _put(cover, row, 1, label).font = Font(bold=True)
+        cell = _put(cover, row, 2, value)
         if isinstance(value, datetime):
             cell.number_format = FORMATS["datetime"]
         elif isinstance(value, date):
