@@ -14,13 +14,23 @@ from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
+from cli.options import (
+    BIGINT_MAX,
+    ConfigOption,
+    DatabaseUrlOption,
+    EnvOption,
+    OutputFormat,
+    OutputFormatOption,
+    database,
+)
 from cli.output import print_json, stdout_console
 
 if TYPE_CHECKING:
@@ -39,7 +49,9 @@ subscriptions_app = typer.Typer(
 FileArgument = Annotated[
     Path, typer.Argument(help="A UTF-8 CSV file with a header line.", dir_okay=False, show_default=False)
 ]
-LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many rows.")]
+LimitOption = Annotated[
+    int, typer.Option("--limit", "-n", min=1, max=BIGINT_MAX, help="Show at most this many rows.")
+]
 _MAX_PRINTED_ERRORS = 200
 _STATUS_STYLE = {
     "active": "green",
@@ -151,7 +163,11 @@ def customers_show(
     console = stdout_console()
     _print_customer(console, customer, timezone)
     if subscriptions:
-        console.print(_subscriptions_table(subscriptions, currencies, timezone, show_customer=False))
+        console.print(
+            _subscriptions_table(
+                subscriptions, currencies, timezone, show_customer=False, width=console.width
+            )
+        )
     else:
         console.print("no subscriptions")
 
@@ -262,7 +278,7 @@ def subscriptions_add(
         return
     console = stdout_console()
     console.print(f"[green]✓[/green] subscription {escape(row['id'])} recorded")
-    console.print(_subscriptions_table([row], currencies, timezone, show_customer=True))
+    console.print(_subscriptions_table([row], currencies, timezone, show_customer=True, width=console.width))
 
 
 @subscriptions_app.command("import")
@@ -329,11 +345,15 @@ def subscriptions_show(
     if not rows:
         console.print("no subscriptions")
         return
-    table = _subscriptions_table(rows, currencies, timezone, show_customer=customer is None)
+    caption = None
     if subscription_id is None:
-        table.caption = f"{len(rows)} subscription(s)" + (f" (limit {limit})" if len(rows) == limit else "")
-        table.caption += f"; dates in {timezone}"
-    console.print(table)
+        caption = f"{len(rows)} subscription(s)" + (f" (limit {limit})" if len(rows) == limit else "")
+        caption += f"; dates in {timezone}"
+    console.print(
+        _subscriptions_table(
+            rows, currencies, timezone, show_customer=customer is None, width=console.width, caption=caption
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -389,22 +409,80 @@ def _subscriptions_table(
     timezone: str,
     *,
     show_customer: bool,
-) -> Table:
-    """Dates only (in the project's timezone), so a subscription fits a terminal line; JSON has the times."""
+    width: int,
+    caption: str | None = None,
+) -> RenderableType:
+    """Dates only (in the project's timezone), so a subscription fits a terminal line; JSON has the times.
+
+    Ids are copied from here into other commands, so they are never wrapped or cut, and no column may
+    vanish: a table too wide for `width` (80 columns when piped) drops its frame and wraps the other
+    columns at spaces, each at least as wide as its longest word; when even that does not fit, each
+    subscription is listed as a block of `field value` lines instead."""
+    caption = caption or f"dates in {timezone}"
     cells = [_subscription_cells(row, currencies, timezone, show_customer) for row in rows]
     names = ["id", *(["customer"] if show_customer else []), "plan", "price", "status", "period"]
-    table = Table(caption=f"dates in {timezone}")
-    for index, name in enumerate(names):
-        # Ids are copied from here into other commands, so no column may be squeezed below its longest
-        # word: plan and status wrap onto a second line instead.
-        widest = max(len(word) for row in cells for word in Text.from_markup(row[index]).plain.split())
-        wraps = name in ("plan", "status")
+    plain = [[Text.from_markup(cell).plain for cell in row] for row in cells]
+    natural = [max(cell_len(name), *(cell_len(row[i]) for row in plain)) for i, name in enumerate(names)]
+    floors = [
+        max(cell_len(name), *(cell_len(word) for row in plain for word in row[i].split()))
+        for i, name in enumerate(names)
+    ]
+    fixed = [name in ("id", "customer") for name in names]
+    # The framed table's borders and padding: three characters per column and one more; the frameless
+    # one's: a rule and a space between neighbours.
+    framed_width = sum(natural) + 3 * len(names) + 1
+    spare = width - 2 * (len(names) - 1) - sum(w for w, keep in zip(natural, fixed, strict=True) if keep)
+    floor_width = sum(f for f, keep in zip(floors, fixed, strict=True) if not keep)
+    if framed_width > width and floor_width > spare:
+        return _subscription_blocks(names, cells, caption)
+    if framed_width <= width:
+        table = Table(caption=caption)
+        widths: list[int | None] = [None] * len(names)
+    else:
+        table = Table(
+            caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+        )
+        widths = [
+            None if keep else w for w, keep in zip(_share(spare, natural, floors, fixed), fixed, strict=True)
+        ]
+    for name, keep, floor, column_width in zip(names, fixed, floors, widths, strict=True):
         table.add_column(
-            name, justify="right" if name == "price" else "left", no_wrap=not wraps, min_width=widest
+            name,
+            justify="right" if name == "price" else "left",
+            no_wrap=keep,
+            min_width=floor,
+            width=column_width,
         )
     for row in cells:
         table.add_row(*row)
     return table
+
+
+def _share(spare: int, natural: list[int], floors: list[int], fixed: list[bool]) -> list[int]:
+    """Widths for the wrapping columns: each its floor, then what is left goes to the columns that need
+    least more first, so as many as possible stay on one line."""
+    widths = list(floors)
+    left = spare - sum(w for w, keep in zip(widths, fixed, strict=True) if not keep)
+    needs = sorted(
+        (n - f, i) for i, (n, f, keep) in enumerate(zip(natural, floors, fixed, strict=True)) if not keep
+    )
+    for need, index in needs:
+        grant = min(need, left)
+        widths[index] += grant
+        left -= grant
+    return widths
+
+
+def _subscription_blocks(names: list[str], cells: list[list[str]], caption: str) -> RenderableType:
+    blocks: list[RenderableType] = []
+    for row in cells:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column()
+        for name, cell in zip(names, row, strict=True):
+            grid.add_row(name, cell)
+        blocks.extend([grid, ""])
+    return Group(*blocks, Text(caption, style="dim"))
 
 
 def _subscription_cells(

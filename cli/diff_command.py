@@ -10,7 +10,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from cli.output import EXIT_ERROR, EXIT_OK, dump_json, print_diagnostics, stderr_console, stdout_console
+from cli.output import (
+    EXIT_ERROR,
+    EXIT_OK,
+    check_output_file,
+    dump_json,
+    output_error,
+    print_diagnostics,
+    stderr_console,
+    stdout_console,
+    write_output,
+)
 from compiler.diff import CatalogDiff, diff_catalogs
 from compiler.diff_format import diff_to_json, diff_to_markdown, diff_to_text
 from compiler.git_source import GitSourceError, Side, parse_range, resolve_side
@@ -31,6 +41,8 @@ def diff(
     if format_ not in FORMATS:
         errors.print(f"[red]error:[/red] unknown format {escape(format_)!r}: use one of {', '.join(FORMATS)}")
         return EXIT_ERROR
+    if out is not None:
+        check_output_file(out, "--out", {"text": "diff.txt", "markdown": "diff.md"}.get(format_, "diff.json"))
     try:
         base_side, head_side = parse_range(range_)
         with tempfile.TemporaryDirectory(prefix="tariff-diff-") as scratch:
@@ -64,7 +76,7 @@ def _emit(result: CatalogDiff, format_: str, out: Path | None, errors: Console, 
     if format_ == "text":
         _emit_text(result, out)
     elif format_ == "json":
-        _write(out, dump_json(diff_to_json(result)) + "\n")
+        _write(out, dump_json(diff_to_json(result)) + "\n", "--out")
     else:
         emit_markdown(diff_to_markdown(result, title=title), out, errors)
     if format_ != "text" and result.findings:
@@ -76,19 +88,23 @@ def _emit_text(result: CatalogDiff, out: Path | None) -> None:
     if out is None:
         stdout_console().print(diff_to_text(result))
         return
-    with out.open("w", encoding="utf-8") as handle:
-        Console(file=handle, highlight=False, soft_wrap=True, no_color=True, width=120).print(
-            diff_to_text(result)
-        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as handle:
+            Console(file=handle, highlight=False, soft_wrap=True, no_color=True, width=120).print(
+                diff_to_text(result)
+            )
+    except OSError as exc:
+        raise output_error(out, "--out", exc) from exc
 
 
-def emit_markdown(parts: list[str], out: Path | None, errors: Console) -> None:
+def emit_markdown(parts: list[str], out: Path | None, errors: Console, *, option: str = "--out") -> None:
     if out is None:
         _write(None, f"\n{PART_SEPARATOR}\n".join(parts))
         return
     paths = markdown_part_paths(out, len(parts))
     for path, part in zip(paths, parts, strict=True):
-        _write(path, part)
+        _write(path, part, option)
     if len(paths) > 1:
         errors.print(f"wrote {len(paths)} parts: " + ", ".join(escape(str(p)) for p in paths))
 
@@ -99,10 +115,9 @@ def markdown_part_paths(out: Path, count: int) -> list[Path]:
     return [out, *(out.with_name(f"{out.stem}.{index}{suffix}") for index in range(2, count + 1))]
 
 
-def _write(path: Path | None, text: str) -> None:
+def _write(path: Path | None, text: str, option: str = "--out") -> None:
     if path is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_output(path, text, option)

@@ -12,6 +12,12 @@ import typer
 if TYPE_CHECKING:
     from cli.session import Transaction
 
+# Largest values of PostgreSQL's integer types: numbers the commands pass to the database (credits,
+# limits, row counts) are bounded by the column or parameter they land in, so typer refuses a larger one
+# as a usage error instead of the database failing mid-command.
+BIGINT_MAX = 9_223_372_036_854_775_807
+INTEGER_MAX = 2_147_483_647
+
 ConfigOption = Annotated[
     Path,
     typer.Option(

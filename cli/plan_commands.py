@@ -13,16 +13,29 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption
+from cli.options import (
+    BIGINT_MAX,
+    ConfigOption,
+    DatabaseUrlOption,
+    EnvOption,
+    OutputFormat,
+    OutputFormatOption,
+)
 from cli.output import (
     EXIT_ERROR,
+    check_output_file,
+    diagnostics_json,
     dump_json,
     print_diagnostics,
     print_json,
     signal_changes,
     stderr_console,
     stdout_console,
+    write_output,
 )
+
+# PostgreSQL's lock_timeout is an integer of milliseconds: 2147483647 ms, in whole seconds.
+MAX_LOCK_TIMEOUT = 2_147_483
 
 
 class PlanFormat(StrEnum):
@@ -31,15 +44,22 @@ class PlanFormat(StrEnum):
     json = "json"
 
 
-def _compile(config: Path) -> Any:
+def _compile(config: Path, format_: PlanFormat = PlanFormat.text) -> Any:
     from compiler.project import compile_config
 
     result = compile_config(config, cache=True)
     if not result.ok or result.catalog is None:
-        print_diagnostics(stdout_console(), result.diagnostics)
-        raise CommandError(
-            "the config does not validate; nothing was planned", fix="fix the errors above (tariff validate)"
-        )
+        if format_ is PlanFormat.json:
+            # Standard output holds JSON only: the findings as `tariff validate --format json` gives them.
+            print_json(diagnostics_json(result.diagnostics, ok=False))
+            fix = "fix the errors in the JSON on standard output (tariff validate lists them too)"
+        else:
+            # Markdown on standard output is a pull-request comment: the findings go to standard error.
+            print_diagnostics(
+                stdout_console() if format_ is PlanFormat.text else stderr_console(), result.diagnostics
+            )
+            fix = "fix the errors above (tariff validate)"
+        raise CommandError("the config does not validate; nothing was planned", fix=fix)
     return result
 
 
@@ -87,7 +107,12 @@ def plan(
     from cli.session import open_session
     from publishers.postgres.plan import make_plan
 
-    compiled = _compile(config)
+    # Output paths first: a typo there should not cost a compile and a database round trip.
+    if out is not None:
+        check_output_file(out, "--out", "plan.json")
+    if markdown_out is not None:
+        check_output_file(markdown_out, "--markdown-out", "plan.md")
+    compiled = _compile(config, format_)
     console = stdout_console()
     # Notices (e.g. migrations applied) must not corrupt JSON or Markdown written to standard output.
     notices = console if format_ is PlanFormat.text else stderr_console()
@@ -102,9 +127,10 @@ def plan(
             database=session.target.display_url,
             locations=compiled.locations,
         )
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(dump_json(result.to_json()) + "\n", "utf-8")
+    # `apply` refuses a plan with policy errors, so saving one would only invite a failing apply.
+    saved = out if out is not None and not result.diff.has_errors else None
+    if saved is not None:
+        write_output(saved, dump_json(result.to_json()) + "\n", "--out")
     if format_ is PlanFormat.json:
         print_json(result.to_json())
     elif format_ is PlanFormat.markdown:
@@ -112,10 +138,15 @@ def plan(
     else:
         console.print(plan_to_text(result))
     if markdown_out is not None:
-        emit_markdown(plan_to_markdown(result), markdown_out, console)
-    if out is not None and format_ is PlanFormat.text:
-        console.print(f"\nSaved the plan to {out}. Apply exactly this with: tariff apply {out}")
+        emit_markdown(plan_to_markdown(result), markdown_out, console, option="--markdown-out")
+    if saved is not None and format_ is PlanFormat.text:
+        console.print(f"\nSaved the plan to {saved}. Apply exactly this with: tariff apply {saved}")
     if result.diff.has_errors:
+        if out is not None:
+            raise CommandError(
+                f"the plan has policy errors, so it was not saved to {out}",
+                fix="fix the policy errors the plan lists (or add an approval), then plan again with --out",
+            )
         raise typer.Exit(EXIT_ERROR)
     drifted = result.drift is not None and result.drift.has_changes
     if detailed_exitcode and (result.has_changes or drifted):
@@ -149,7 +180,11 @@ def apply(
     lock_timeout: Annotated[
         float,
         typer.Option(
-            "--lock-timeout", help="Seconds to wait for another apply on the same schema to finish.", min=0
+            "--lock-timeout",
+            help="Seconds to wait for another apply on the same schema to finish; 0 refuses at once "
+            "when one is running. At most 2147483 (PostgreSQL's lock_timeout limit, about 24 days).",
+            min=0,
+            max=MAX_LOCK_TIMEOUT,
         ),
     ] = 60.0,
 ) -> None:
@@ -162,7 +197,7 @@ def apply(
     from cli.plan_render import plan_to_text
     from cli.revision_context import actor, git_state
     from cli.session import open_session
-    from publishers.postgres.apply import ApplyRefusedError, Revision, apply_catalog
+    from publishers.postgres.apply import ApplyRefusedError, Revision, apply_catalog, check_allowed
     from publishers.postgres.plan import make_plan
 
     saved = _load_plan(plan_file) if plan_file is not None else None
@@ -182,6 +217,11 @@ def apply(
         console.print(plan_to_text(preview))
         if not preview.has_changes:
             return
+        # Never ask "Apply these changes?" about a plan that apply would then refuse.
+        try:
+            check_allowed(preview, allow_destructive or [])
+        except ApplyRefusedError as exc:
+            raise CommandError(exc.message, exc.fix) from exc
         _confirm(auto_approve, session.environment.protected if session.environment else False)
         saved = preview.to_json()
     commit, dirty = git_state(config)
@@ -312,7 +352,7 @@ def history(
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", help="How many revisions, newest first.", min=1)
+        int, typer.Option("--limit", "-n", help="How many revisions, newest first.", min=1, max=BIGINT_MAX)
     ] = 20,
     format_: OutputFormatOption = OutputFormat.text,
 ) -> None:
@@ -350,7 +390,7 @@ def history(
 
 
 def show(
-    revision: Annotated[int, typer.Argument(help="Revision id (see tariff history).")],
+    revision: Annotated[int, typer.Argument(help="Revision id (see tariff history).", max=BIGINT_MAX)],
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from cli.errors import CommandError
 from cli.options import ConfigOption
-from cli.output import print_diagnostics, stderr_console, stdout_console
+from cli.output import check_output_directory, output_error, print_diagnostics, stderr_console, stdout_console
 
 if TYPE_CHECKING:
     from publishers.site.preview_server import Build
@@ -98,6 +98,8 @@ def _screenshots(site: Site, site_dir: Path | None, out: Path, chromium: str, co
             shots = screenshot_pages([directory / p.file_name for p in site.pages], out, executable=chromium)
         except BrowserError as exc:
             raise CommandError(str(exc)) from None
+        except OSError as exc:
+            raise output_error(out, "--screenshot", exc) from exc
     console.print(f"[green]✓[/green] {len(shots)} screenshot(s) in {escape(str(out))}")
     for shot in shots:
         console.print(f"  {escape(str(shot))}")
@@ -216,6 +218,10 @@ def preview(
 
     moment = parse_at(at)
     _check_locale(locale)
+    if not serve:
+        check_output_directory(out, "--out")
+    if screenshot is not None:
+        check_output_directory(screenshot, "--screenshot")
     chromium = None
     if screenshot is not None:
         try:
@@ -230,7 +236,10 @@ def preview(
         _serve(config, moment, region, locale, port, open_)
         return
     site = _render(config, moment or datetime.now(UTC), region, locale)
-    site.write(out)
+    try:
+        site.write(out)
+    except OSError as exc:
+        raise output_error(out, "--out", exc) from exc
     index = (out / "index.html").resolve()
     console.print(
         f"[green]✓[/green] {len(site.pages)} page(s) as of {site.at.isoformat(timespec='seconds')} "

@@ -3,6 +3,10 @@ expiry and the end of boosts, low-balance alerts, package renewal orders, promot
 grandfathering migrations; then, with the transaction committed, it sends the PayU pre-debit notices that
 are due and delivers due notifications. Safe to run every few minutes from cron or CI: it is idempotent and
 concurrent runs serialise in the database (and lease what they send).
+
+The notifications the automation writes follow tariff.yaml `notifications.routes`, which the database holds
+(migration 0025): tick publishes the config's routes first, in its own transaction, because a change to the
+routes alone makes no revision for `tariff apply` to publish.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat
 from cli.output import print_json, stderr_console, stdout_console
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from cli.session import Session
+    from compiler.catalog import Catalog
 
 
 def tick(
@@ -66,6 +71,8 @@ def tick(
     session = open_session(config, env, database_url, stderr_console())
     # Reporting steps live above the database layer, so they join the list here rather than in STEPS.
     steps = (*STEPS, ("usage_rollups", refresh_usage_rollups), ("anomalies", raise_anomaly_alerts))
+    # Compiled before the transaction so the tick lock is not held while the config is read.
+    catalog, config_error = _compile(config) if send or _has_settings(config) else (None, None)
     try:
         with session.engine.begin() as conn:
             zone = str(
@@ -77,12 +84,15 @@ def tick(
                 raise CommandError(
                     f"--now: {exc}", fix="write e.g. 2026-12-01T00:05 or 2026-12-01T00:05Z"
                 ) from exc
+            _refresh_routes(conn, session.schema, config, catalog, config_error)
             summary = run_tick(conn, session.schema, at=at, steps=steps)
         # Delivery runs after the tick commits, so what tick queued goes out in this same run, and no
         # transaction is open while messages are on the wire.
         if send:
             summary["steps"]["pre_debits"] = _pre_debits(session, datetime.fromisoformat(summary["at"]))
-            summary["steps"]["notifications"] = _deliver(session.engine, session.schema, at, config)
+            summary["steps"]["notifications"] = _deliver(
+                session.engine, session.schema, at, catalog, config_error
+            )
     except DatabaseError as exc:
         raise CommandError(exc.message, exc.fix) from exc
     finally:
@@ -119,18 +129,53 @@ def _pre_debits(session: Session, at: datetime) -> dict[str, Any]:
     return {"not_sent": reason, "pending": pending}
 
 
-def _deliver(engine: Engine, schema: str, at: datetime | None, config: Path) -> dict[str, Any]:
-    """Send due notifications with the channels and templates of the config; the automation has committed
-    by now, so a config that does not compile skips delivery (with a warning) instead of undoing the tick."""
+def _has_settings(config: Path) -> bool:
+    return (config / "tariff.yaml").is_file() or (config / "tariff.yml").is_file()
+
+
+def _compile(config: Path) -> tuple[Catalog | None, str | None]:
+    """The compiled config, or why it does not compile: the automation itself does not need it."""
     from cli.notify_commands import compiled_catalog
-    from publishers.notify.deliver import deliver_due
 
     try:
-        catalog = compiled_catalog(config)
+        return compiled_catalog(config), None
     except CommandError as exc:
+        return None, exc.message
+
+
+def _refresh_routes(
+    conn: Connection, schema: str, config: Path, catalog: Catalog | None, config_error: str | None
+) -> None:
+    """Store the config's notification routes for the steps about to write notifications. Without a
+    tariff.yaml there is nothing to refresh (tick works on the database alone); a config that does not
+    compile leaves the stored routes in place, with a warning."""
+    from publishers.notify.routes import publish_routes
+
+    if catalog is not None:
+        if publish_routes(conn, schema, catalog.settings.routes):
+            stderr_console().print(
+                f"notification routes updated from {config} (notifications.routes)", markup=False
+            )
+    elif config_error is not None and _has_settings(config):
         stderr_console().print(
-            f"warning: notifications not sent: {exc.message}; fix it, then run `tariff notify send`",
+            f"warning: notification routes not refreshed: {config_error}; the routes stored by the last "
+            "apply or tick are used",
             markup=False,
         )
-        return {"skipped": exc.message}
+
+
+def _deliver(
+    engine: Engine, schema: str, at: datetime | None, catalog: Catalog | None, config_error: str | None
+) -> dict[str, Any]:
+    """Send due notifications with the channels and templates of the config; the automation has committed
+    by now, so a config that does not compile skips delivery (with a warning) instead of undoing the tick."""
+    from publishers.notify.deliver import deliver_due
+
+    if catalog is None:
+        reason = config_error or "the config did not compile"
+        stderr_console().print(
+            f"warning: notifications not sent: {reason}; fix it, then run `tariff notify send`",
+            markup=False,
+        )
+        return {"skipped": reason}
     return deliver_due(engine, schema, at, catalog=catalog)

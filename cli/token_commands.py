@@ -22,7 +22,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
+from cli.options import (
+    BIGINT_MAX,
+    INTEGER_MAX,
+    ConfigOption,
+    DatabaseUrlOption,
+    EnvOption,
+    OutputFormat,
+    OutputFormatOption,
+    database,
+)
 from cli.output import print_json, stdout_console
 
 if TYPE_CHECKING:
@@ -37,7 +46,10 @@ CustomerArgument = Annotated[
     str, typer.Argument(metavar="CUSTOMER", help="The app's own user id.", show_default=False)
 ]
 AmountArgument = Annotated[
-    int, typer.Argument(metavar="AMOUNT", min=1, help="Credits (a whole number).", show_default=False)
+    int,
+    typer.Argument(
+        metavar="AMOUNT", min=1, max=BIGINT_MAX, help="Credits (a whole number).", show_default=False
+    ),
 ]
 ActorOption = Annotated[
     str | None,
@@ -132,7 +144,7 @@ def _reason(reason: str) -> str:
 def tokens_show(
     customer: CustomerArgument,
     entries: Annotated[
-        int, typer.Option("--entries", "-n", min=0, help="Recent ledger entries to show.")
+        int, typer.Option("--entries", "-n", min=0, max=BIGINT_MAX, help="Recent ledger entries to show.")
     ] = 10,
     at: Annotated[
         str | None,
@@ -234,10 +246,14 @@ def tokens_revoke(
 def tokens_set_limit(
     customer: CustomerArgument,
     reason: ReasonOption,
-    daily: Annotated[int | None, typer.Option("--daily", min=0, help="Credits per day.")] = None,
-    monthly: Annotated[int | None, typer.Option("--monthly", min=0, help="Credits per month.")] = None,
+    daily: Annotated[
+        int | None, typer.Option("--daily", min=0, max=BIGINT_MAX, help="Credits per day.")
+    ] = None,
+    monthly: Annotated[
+        int | None, typer.Option("--monthly", min=0, max=BIGINT_MAX, help="Credits per month.")
+    ] = None,
     per_request: Annotated[
-        int | None, typer.Option("--per-request", min=0, help="Credits per request.")
+        int | None, typer.Option("--per-request", min=0, max=BIGINT_MAX, help="Credits per request.")
     ] = None,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
@@ -435,12 +451,20 @@ def pool_add(
     reason: ReasonOption,
     daily: Annotated[
         int | None,
-        typer.Option("--daily", min=0, help="Credits per day from the pool (≤ the template's; default it)."),
+        typer.Option(
+            "--daily",
+            min=0,
+            max=BIGINT_MAX,
+            help="Credits per day from the pool (≤ the template's; default it).",
+        ),
     ] = None,
     monthly: Annotated[
         int | None,
         typer.Option(
-            "--monthly", min=0, help="Credits per month from the pool (≤ the template's; default it)."
+            "--monthly",
+            min=0,
+            max=BIGINT_MAX,
+            help="Credits per month from the pool (≤ the template's; default it).",
         ),
     ] = None,
     actor: ActorOption = None,
@@ -538,7 +562,10 @@ def pool_grant(
 def pool_show(
     pool: PoolArgument,
     entries: Annotated[
-        int, typer.Option("--entries", "-n", min=0, help="Recent ledger entries and events to show.")
+        int,
+        typer.Option(
+            "--entries", "-n", min=0, max=INTEGER_MAX, help="Recent ledger entries and events to show."
+        ),
     ] = 10,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,

@@ -8,7 +8,7 @@ from typing import Any
 from compiler.build_settings import ProjectSettings
 from compiler.catalog import Price
 from compiler.context import BuildContext
-from compiler.money import Currency, plain
+from compiler.money import MAX_MINOR, Currency, plain
 from compiler.yaml_loader import LoadedDocument, PathKey
 
 
@@ -25,6 +25,18 @@ def check_amount(
         ctx.unknown(doc, path, "currency", currency_code, currencies, declared_in="tariff.yaml `currencies`")
         return None
     value = Decimal(amount)
+    # Before the precision check, whose suggested rounding cannot be computed for an amount this long.
+    if not currency.in_range(value):
+        ctx.error(
+            doc,
+            path,
+            "money.range",
+            f"{plain(value)} {currency_code} is more than the database can store",
+            expected=f"at most {plain(currency.max_amount)} {currency_code} (amounts are stored as "
+            f"{MAX_MINOR} minor units at most, a bigint)",
+            hint=f"write at most {plain(currency.max_amount)} (a typo? count the digits)",
+        )
+        return None
     if not currency.fits(value):
         ctx.error(
             doc,

@@ -161,11 +161,15 @@ def decode_text(raw: bytes, display: str) -> str:
     if b"\x00" in raw:
         offset = raw.index(b"\x00")
         line = raw.count(b"\n", 0, offset) + 1
+        # Columns count characters, as editors do, not the bytes of the UTF-8 before the NUL.
+        start = raw.rfind(b"\n", 0, offset) + 1
+        column = len(raw[start:offset].decode("utf-8", errors="replace").lstrip("\ufeff")) + 1
         raise _fail(
             display,
             "file.binary",
             "file contains binary data (a NUL byte), not YAML text",
             line=line,
+            column=column,
             hint="config files must be UTF-8 text; was a binary file saved with a .yaml name?",
         )
     try:
@@ -319,6 +323,7 @@ class _Builder:
             )
         self.value_positions.setdefault(path, self._mark(node))
         if isinstance(node, yaml.ScalarNode):
+            self._check_text(node, path)
             return self._scalar(node)
         self.active.add(id(node))
         try:
@@ -328,6 +333,22 @@ class _Builder:
             return self._mapping(node, path, depth)
         finally:
             self.active.discard(id(node))
+
+    def _check_text(self, node: yaml.ScalarNode, path: PathKey) -> None:
+        # A raw NUL byte is refused with the file (decode_text), but a quoted escape writes one too, and
+        # PostgreSQL cannot store U+0000 in text or jsonb: refused here, before it reaches `apply`.
+        if "\x00" not in node.value:
+            return
+        line, column = self._mark(node)
+        raise _fail(
+            self.display,
+            "yaml.nul-character",
+            "text contains the NUL character (U+0000), which the database cannot store",
+            line=line,
+            column=column,
+            path=path,
+            hint="remove the escape that writes it (\\0, \\x00 or \\u0000) from this quoted text",
+        )
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         text: str = node.value
@@ -376,6 +397,7 @@ class _Builder:
                     column=column,
                     path=path,
                 )
+            self._check_text(key_node, path)
             key = key_node.value
             if key in explicit:
                 line, column = self._mark(key_node)

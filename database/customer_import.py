@@ -71,6 +71,8 @@ _ID = re.compile(r"\S{1,255}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 SEGMENT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")  # as promotions' eligibility.segments
 _AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+_EXPONENT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+_MAX_SPELLED_DIGITS = 30
 _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?"
@@ -1186,14 +1188,25 @@ def _check_amount(value: str | None, line: int, report: _Report) -> Decimal | No
         return None
     if not _AMOUNT.fullmatch(value):
         digits = re.sub(r"[^0-9.]", "", value)
+        if _EXPONENT.fullmatch(value):
+            # Dropping the letters from 1e3 would suggest 13: spell the number out instead (as the YAML
+            # checker does), unless it is too long to be a price anyway.
+            written = _spelled_out(value)
+            fix = (
+                f"write {written} (plain digits, no sign or exponent)"
+                if written is not None
+                else "write the amount in plain digits, without an exponent"
+            )
+        elif _AMOUNT.fullmatch(digits):
+            fix = f"write {digits} (no currency symbols, signs or thousands separators)"
+        else:
+            fix = "write the amount in the currency's major unit, e.g. 1499"
         report.add(
             line,
             "price_paid",
             f"price_paid {value!r} is not an amount",
             expected="digits with an optional decimal point, e.g. 1499 or 19.99",
-            fix=f"write {digits} (no currency symbols, signs or thousands separators)"
-            if _AMOUNT.fullmatch(digits)
-            else "write the amount in the currency's major unit, e.g. 1499",
+            fix=fix,
         )
         return None
     try:
@@ -1202,7 +1215,25 @@ def _check_amount(value: str | None, line: int, report: _Report) -> Decimal | No
         return None
 
 
+def _spelled_out(value: str) -> str | None:
+    """`1e3` as `1000`; None when the digits would be too many to be any price (`1e999999`)."""
+    number = abs(Decimal(value))
+    exponent = number.adjusted()
+    if not -_MAX_SPELLED_DIGITS < exponent < _MAX_SPELLED_DIGITS:
+        return None
+    return plain(number)
+
+
 def _to_minor(amount: Decimal, money: Currency, line: int, report: _Report) -> int | None:
+    if not money.in_range(amount):
+        report.add(
+            line,
+            "price_paid",
+            f"{plain(amount)} {money.code} is more than the database can store",
+            expected=f"at most {plain(money.max_amount)} {money.code}",
+            fix="correct price_paid (a typo? count the digits), or leave it empty for the price on sale now",
+        )
+        return None
     if not money.fits(amount):
         report.add(
             line,

@@ -803,11 +803,8 @@ def _eligible_customers(
         params["held"] = list(eligibility.plans_held)
     if eligibility.customers in ("new", "existing"):
         negate = "NOT " if eligibility.customers == "new" else ""
-        conditions.append(
-            f"{negate}EXISTS (SELECT 1 FROM {s}.subscriptions x JOIN {s}.price_versions pv "
-            "ON pv.id = x.price_version_id WHERE x.customer_id = c.id AND pv.amount_minor > 0 "
-            "AND x.status <> 'trialing')"
-        )
+        # The database's one definition of a paying customer, the one quote() judges by.
+        conditions.append(f"{negate}{s}.paid_customer(c.id)")
     count = conn.execute(
         sa.text(f"SELECT count(*) FROM {s}.customers c WHERE {' AND '.join(conditions)}"), params
     ).scalar_one()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from compiler.notification_kinds import channels_for
 from database.connection import quote_schema
 from database.migrate import advisory_key
 from database.promo_codes import SyncResult, sync_code_batches
+from publishers.notify.routes import publish_routes
 from publishers.postgres.grandfather import (
     PriceMove,
     affected_sql,
@@ -73,6 +75,9 @@ class ApplyResult:
         return self.revision_id is not None
 
 
+_MAX_LOCK_TIMEOUT_MS = 2_147_483_647
+
+
 def lock_name(schema: str) -> str:
     return f"tariff.apply:{schema}"
 
@@ -104,9 +109,11 @@ def apply_catalog(
         if saved_plan is not None:
             _check_saved(saved_plan, plan)
         result = ApplyResult(plan)
+        # Routes are settings, outside the diff: published even when the catalog has no changes.
+        publish_routes(conn, schema, desired.settings.routes)
         if not plan.has_changes:
             return result
-        _check_allowed(plan, allow_destructive)
+        check_allowed(plan, allow_destructive)
         target = plan.desired
         assert target is not None
         s = quote_schema(schema)
@@ -146,10 +153,23 @@ def apply_catalog(
 
 
 def _lock(conn: Connection, schema: str, timeout: float) -> None:
+    key = advisory_key(lock_name(schema))
+    if timeout <= 0:
+        # lock_timeout = 0 would mean "wait forever" to PostgreSQL, the opposite of what 0 asks for.
+        if not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar_one():
+            raise ApplyRefusedError(
+                f"another apply is running on schema {schema!r}; --lock-timeout 0 does not wait for it",
+                fix="wait for it to finish and plan again, or pass --lock-timeout SECONDS to wait for it",
+            )
+        return
+    # Rounded up: a timeout under 1 ms written as 0ms would also turn into "wait forever". PostgreSQL
+    # takes at most an int4 of milliseconds (about 24 days), which is as good as forever here.
+    wait = timeout * 1000
+    milliseconds = _MAX_LOCK_TIMEOUT_MS if wait >= _MAX_LOCK_TIMEOUT_MS else max(1, math.ceil(wait))
     # lock_timeout bounds the wait for the advisory lock too; SET LOCAL ends with the transaction.
-    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'"))
+    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{milliseconds}ms'"))
     try:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(lock_name(schema))})
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
     except (OperationalError, DBAPIError) as exc:
         if "lock timeout" in str(exc).lower() or "canceling statement" in str(exc).lower():
             raise ApplyRefusedError(
@@ -195,7 +215,9 @@ def _check_saved(saved: dict[str, Any], plan: Plan) -> None:
         )
 
 
-def _check_allowed(plan: Plan, patterns: Sequence[str]) -> None:
+def check_allowed(plan: Plan, patterns: Sequence[str]) -> None:
+    """Refuse a plan with policy errors or destructive changes not allowed by `patterns`; the CLI asks this
+    before it asks for approval, and apply asks again under the lock."""
     errors = [f for f in plan.diff.findings if f.severity is Severity.ERROR]
     if errors:
         raise ApplyRefusedError(
