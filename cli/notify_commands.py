@@ -15,7 +15,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
+from cli.options import (
+    BIGINT_MAX,
+    ConfigOption,
+    DatabaseUrlOption,
+    EnvOption,
+    OutputFormat,
+    OutputFormatOption,
+    database,
+)
 from cli.output import print_json, stderr_console, stdout_console
 
 if TYPE_CHECKING:
@@ -120,7 +128,9 @@ def notify_list(
         str | None, typer.Option("--customer", help="Only this customer's.", show_default=False)
     ] = None,
     kind: Annotated[str | None, typer.Option("--kind", help="Only this kind.", show_default=False)] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Newest first, at most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=BIGINT_MAX, help="Newest first, at most this many.")
+    ] = 50,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,
@@ -268,7 +278,13 @@ def notify_preview(
 def notify_retry(
     notification: Annotated[
         int | None,
-        typer.Argument(metavar="[ID]", help="The failed notification to send again.", show_default=False),
+        typer.Argument(
+            metavar="[ID]",
+            min=1,
+            max=BIGINT_MAX,
+            help="The failed notification to send again.",
+            show_default=False,
+        ),
     ] = None,
     all_failed: Annotated[
         bool, typer.Option("--all-failed", help="Retry every failed notification.")

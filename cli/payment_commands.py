@@ -18,7 +18,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
+from cli.options import (
+    BIGINT_MAX,
+    ConfigOption,
+    DatabaseUrlOption,
+    EnvOption,
+    OutputFormat,
+    OutputFormatOption,
+    database,
+)
 from cli.output import print_json, stderr_console, stdout_console
 
 if TYPE_CHECKING:
@@ -614,7 +622,9 @@ def payments(
     txnid: Annotated[str | None, typer.Argument(metavar="[TXNID]", help="Show one payment in full.")] = None,
     customer: Annotated[str | None, typer.Option("--customer", help="Only this customer's payments.")] = None,
     status: Annotated[str | None, typer.Option("--status", help="Only payments in this state.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=BIGINT_MAX, help="At most this many.")
+    ] = 50,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,

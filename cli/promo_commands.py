@@ -20,7 +20,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, OutputFormat, OutputFormatOption, database
+from cli.options import (
+    BIGINT_MAX,
+    ConfigOption,
+    DatabaseUrlOption,
+    EnvOption,
+    OutputFormat,
+    OutputFormatOption,
+    database,
+)
 from cli.output import EXIT_ERROR, print_json, stderr_console, stdout_console
 
 if TYPE_CHECKING:
@@ -331,7 +339,9 @@ def _status_json(r: PromotionStatus) -> dict[str, Any]:
 @codes_app.command("list")
 def codes_list_command(
     promotion: PromotionArgument,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many codes.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=BIGINT_MAX, help="Show at most this many codes.")
+    ] = 50,
     config: ConfigOption = Path("pricing"),
     env: EnvOption = None,
     database_url: DatabaseUrlOption = None,

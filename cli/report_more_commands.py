@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli.errors import CommandError
-from cli.options import ConfigOption, DatabaseUrlOption, EnvOption, database
+from cli.options import BIGINT_MAX, ConfigOption, DatabaseUrlOption, EnvOption, database
 from cli.report_commands import OutOption, ReportFormatOption, _check_known, _emit, _format
 
 if TYPE_CHECKING:
@@ -185,7 +185,10 @@ def anomalies(
         ),
     ] = 5.0,
     min_credits: Annotated[
-        int, typer.Option("--min-credits", min=1, help="At least this many credits above the usual day.")
+        int,
+        typer.Option(
+            "--min-credits", min=1, max=BIGINT_MAX, help="At least this many credits above the usual day."
+        ),
     ] = 100,
     weeks: Annotated[
         int,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from itertools import pairwise
 from typing import Any
 
@@ -26,6 +26,7 @@ from compiler.catalog import (
     TokenLimits,
 )
 from compiler.context import BuildContext, suggest
+from compiler.money import plain
 from compiler.timeutil import Duration
 from compiler.yaml_loader import LoadedDocument, PathKey
 
@@ -253,6 +254,18 @@ def _tokens(ctx: BuildContext, doc: LoadedDocument, spec: dict[str, Any]) -> Pla
                 hint="add tokens.allowance, or remove rollover",
             )
         percent = rollover_spec.get("max_percent")
+        if percent is not None and Decimal(percent) != Decimal(percent).quantize(Decimal("0.01"), ROUND_DOWN):
+            # plans.rollover_max_percent is numeric(5, 2): a third decimal would be rounded away on apply,
+            # and the live plan would no longer read back as the config.
+            ctx.error(
+                doc,
+                ("tokens", "rollover", "max_percent"),
+                "tokens.rollover-percent-precision",
+                f"rollover max_percent {plain(Decimal(percent))} has more than two decimals",
+                expected="a percentage with at most two decimals",
+                hint="write at most two decimals, e.g. max_percent: "
+                + plain(Decimal(percent).quantize(Decimal("0.01"), ROUND_HALF_UP)),
+            )
         rollover = Rollover(
             None if percent is None else Decimal(percent),
             rollover_spec.get("max_tokens"),

@@ -76,6 +76,41 @@ KINDS: Mapping[str, KindSpec] = {
             "expired_date": "When they expired, spelled out.",
         },
     ),
+    "boost_ended": KindSpec(
+        "customer",
+        "A boost of extra credits ran out of time; its unused credits expired with it.",
+        {
+            "credits": "Credits the boost gave, formatted.",
+            "unused": "Credits of it left unused (and now expired), formatted.",
+            "started_date": "When the boost started, spelled out.",
+            "ended_date": "When it ended, spelled out.",
+            "reason": "Why the boost was given, as text (empty when none was recorded).",
+        },
+    ),
+    "package_renewal_due": KindSpec(
+        "customer",
+        "An auto-renewing credit pack was used up or expired, so a renewal order was queued for it.",
+        {
+            "package": "The package id.",
+            "package_name": "Its name (the id when the config no longer lists it).",
+            "credits": "Credits the renewal adds, formatted.",
+            "reason": "`exhausted` (used up) or `expiry` (expired).",
+            "due_date": "When the renewal is due, spelled out.",
+        },
+    ),
+    "usage_anomaly": KindSpec(
+        "admins",
+        "A customer used far more credits of a model in a day than on the same weekday before.",
+        {
+            "usage_customer": "The customer whose usage is unusual (the notice itself goes to admins).",
+            "model": "The AI model id.",
+            "day": "The day of the unusual usage, spelled out.",
+            "credits": "Credits used that day, formatted.",
+            "usual": "The usual credits of that weekday (median of the weeks before), formatted.",
+            "ratio": "How many times the usual amount that is, formatted.",
+            "history_days": "How many earlier weekdays the usual amount is drawn from.",
+        },
+    ),
     "promotion_started": KindSpec(
         "admins",
         "A promotion's window opened.",
@@ -104,6 +139,8 @@ KINDS: Mapping[str, KindSpec] = {
             "plan_name": "The plan or package paid for (empty when unknown).",
             "reason": "The payment provider's reason, as text.",
             "retry_date": "When the payment is tried again, spelled out (empty for never).",
+            "grace_date": "For a failed renewal: the day the subscription lapses unless it is paid, spelled "
+            "out (empty otherwise).",
         },
     ),
 }

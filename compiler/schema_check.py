@@ -310,10 +310,30 @@ def _explain(error: ValidationError, document: LoadedDocument) -> Iterator[Diagn
         "multipleOf",
     ):
         yield Diagnostic(
-            Severity.ERROR, f"schema.{kind}", _range_message(kind, error), expected=described, **where
+            Severity.ERROR,
+            f"schema.{kind}",
+            _range_message(kind, error),
+            expected=described,
+            hint=_bound_hint(kind, rule),
+            **where,
         )
         return
     yield Diagnostic(Severity.ERROR, f"schema.{kind}", error.message, expected=described, **where)
+
+
+def _bound_hint(kind: str, bound: Any) -> str | None:
+    """The fix for a number outside its bounds: the nearest value the schema allows."""
+    if not isinstance(bound, int | Decimal) or isinstance(bound, bool):
+        return None
+    if kind == "minimum":
+        return f"write {bound} or more"
+    if kind == "maximum":
+        return f"write at most {bound}"
+    if kind == "exclusiveMinimum":
+        return f"write more than {bound}"
+    if kind == "exclusiveMaximum":
+        return f"write less than {bound}"
+    return None
 
 
 def _pattern_hint(value: Any) -> str | None:

@@ -48,7 +48,7 @@ STEPS: tuple[tuple[str, TickStep], ...] = (
     ("rollover", sql_step("tick_rollover")),
     # boosts whose time is up → one `boost_ended` notice each
     ("boosts", sql_step("tick_boosts")),
-    # overdue reservations released, lapsed grants expired, plan allowances renewed
+    # overdue reservations released, lapsed grants expired (`tokens_expired` notices), plan allowances renewed
     ("ledger", sql_step("tick_ledger")),
     # balance below a threshold of the period's allowance → one `low_balance` notice per threshold and period
     ("low_balance", sql_step("tick_low_balance")),
@@ -56,7 +56,7 @@ STEPS: tuple[tuple[str, TickStep], ...] = (
     ("package_renewals", sql_step("tick_package_renewals")),
     # promotion windows opening and closing → `promotion_started` / `promotion_ended` notices
     ("promotions", sql_step("tick_promotions")),
-    # grandfathering moves that are due → subscription on its new price version + `price_migrated` notice
+    # due grandfathering moves → subscription on its new price version + `grandfathering_executed` notice
     ("price_migrations", sql_step("tick_price_migrations")),
     # failed payments due a reminder → `payment_failed` notice; lapsed grace → past_due, downgrade
     ("dunning", run_dunning),

@@ -29,6 +29,7 @@ from database.sql_errors import refusal, translate
 Row = dict[str, Any]
 
 GRANT_SOURCES = ("allowance", "package", "promotion", "admin", "boost", "rollover")
+BIGINT_MAX = 9_223_372_036_854_775_807  # the ledger's balances and amounts are bigint columns
 REFUSAL_REASONS = (
     "model_retired",
     "model_not_in_plan",
@@ -404,6 +405,15 @@ def translate_error(exc: DBAPIError, customer: str | None = None) -> Exception:
     raised = refusal(exc)
     if raised.sqlstate == "23503" and raised.message.startswith("unknown customer") and customer is not None:
         return UnknownCustomerError(customer)
+    if raised.sqlstate == "22003":
+        # A grant or boost whose sum no longer fits the bigint columns (balances, totals): the amount, not
+        # the database, is what is wrong, so say so instead of PostgreSQL's "bigint out of range".
+        return LedgerLimitError(
+            f"the amount is too large: the credits would exceed the most the ledger stores "
+            f"({BIGINT_MAX:,}) ({raised.message})",
+            fix="grant a smaller amount",
+            sqlstate=raised.sqlstate,
+        )
     return translate(
         exc,
         {

@@ -445,9 +445,10 @@ def test_due_price_migrations_run_exactly_once(db: Engine) -> None:
     paying: dict[str, int] = {str(customer): int(version) for customer, version in pays}
     assert paying["pro1"] == new and paying["pro2"] == old
     assert [tuple(s) for s in statuses] == [("done", effective), ("canceled", effective)]
-    [notice] = notices(db, "price_migrated")
+    [notice] = notices(db, "grandfathering_executed")
     assert notice["customer_id"] == "pro1"
-    assert notice["payload"]["new_amount_minor"] - notice["payload"]["old_amount_minor"] == 100
+    [item] = notice["payload"]["items"]
+    assert item["new_amount_minor"] - item["old_amount_minor"] == 100 and item["direction"] == "increase"
 
 
 # ------------------------------------------------------------------------------------------- the whole run

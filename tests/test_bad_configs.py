@@ -417,6 +417,20 @@ def _bad_id(root: Path) -> Expect:
     return Expect("schema.format", PRO, line_of(root, PRO, "id: Pro_Plan"), "id", hint="`pro-plan`")
 
 
+@case("rollover-percent-third-decimal")
+def _rollover_precision(root: Path) -> Expect:
+    premium = "plans/premium.yaml"
+    replace_text(root, premium, "max_percent: 50\n", "max_percent: 33.335\n")
+    return Expect(
+        "tokens.rollover-percent-precision",
+        premium,
+        line_of(root, premium, "max_percent"),
+        "tokens.rollover.max_percent",
+        hint="33.34",
+        message="more than two decimals",
+    )
+
+
 @case("percent-off-above-100")
 def _percent_above_100(root: Path) -> Expect:
     replace_text(root, DIWALI, "percent_off: 30\n", "percent_off: 120\n")

@@ -272,6 +272,7 @@ def test_counters_beyond_their_column_type_are_schema_errors(
     assert (error["code"], error["file"], error["path"]) == ("schema.maximum", file, path)
     assert f"above the maximum {maximum}" in str(error["message"])
     assert f"Up to {maximum}" in str(error["expected"])  # the schema description says the bound
+    assert error["hint"] == f"write at most {maximum}"
 
 
 @pytest.mark.parametrize("escape", ["\\u0000", "\\0", "\\x00"])
@@ -428,6 +429,11 @@ TOO_BIG = "99999999999999999999"
         (("show", TOO_BIG), "revision", BIGINT_MAX),
         (("customers", "list", "--limit", TOO_BIG), "--limit", BIGINT_MAX),
         (("subscriptions", "show", "--customer", "c1", "--limit", TOO_BIG), "--limit", BIGINT_MAX),
+        (("promo", "codes", "list", "launch-codes", "--limit", TOO_BIG), "--limit", BIGINT_MAX),
+        (("payu", "payments", "--limit", TOO_BIG), "--limit", BIGINT_MAX),
+        (("notify", "list", "--limit", TOO_BIG), "--limit", BIGINT_MAX),
+        (("notify", "retry", TOO_BIG), "[ID]", BIGINT_MAX),
+        (("report", "anomalies", "--min-credits", TOO_BIG), "--min-credits", BIGINT_MAX),
     ],
 )
 def test_numbers_beyond_their_column_are_usage_errors(

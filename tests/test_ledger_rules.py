@@ -111,3 +111,21 @@ def test_model_ids_the_catalog_allows_are_still_stored(rows: Engine) -> None:
                 conn.execute(sa.text(f"UPDATE {S}.token_usage SET model_id = :m"), {"m": model_id})
                 assert conn.execute(sa.text(f"SELECT model_id FROM {S}.token_usage")).scalar_one() == model_id
                 tx.rollback()
+
+
+def test_a_grant_beyond_what_a_balance_holds_is_refused_clearly(engine: Engine) -> None:
+    publish_shipped(engine)
+    add_customer(engine, "rich")
+    with engine.begin() as conn:
+        ledger.grant(conn, S, "rich", ledger.BIGINT_MAX - 10, source="promotion", reason="test", at=T0)
+    with (
+        engine.begin() as conn,
+        pytest.raises(ledger.LedgerLimitError, match="the amount is too large") as refused,
+    ):
+        ledger.grant(conn, S, "rich", 11, source="promotion", reason="test", at=T0)
+    assert refused.value.fix == "grant a smaller amount"
+    with engine.begin() as conn:
+        assert (
+            ledger.grant(conn, S, "rich", 10, source="promotion", reason="test", at=T0)["balance"]
+            == ledger.BIGINT_MAX
+        )

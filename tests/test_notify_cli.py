@@ -171,9 +171,12 @@ def test_send_refuses_a_config_with_errors(config: Path) -> None:
         "grandfathering_executed",
         "low_balance",
         "tokens_expired",
+        "boost_ended",
+        "package_renewal_due",
         "promotion_started",
         "promotion_ended",
         "payment_failed",
+        "usage_anomaly",
     ],
 )
 def test_every_shipped_template_previews(config: Path, kind: str) -> None:

@@ -5,17 +5,26 @@ Payload contract per kind (what writers store in notifications.payload; absent k
   price_change, grandfathering_executed
       {"items": [{"plan", "cycle", "currency", "old_amount_minor", "new_amount_minor", "direction",
                   "effective_at"}, …]}
-  low_balance        {"balance", "allowance", "threshold_percent"}          (credits, integers)
+  low_balance        {"usable" (or "balance"), "allowance", "threshold_percent"}   (credits, integers)
   tokens_expired     {"credits", "expired_at"}
+  boost_ended        {"grant", "amount", "unused", "started_at", "ended_at", "reason"}
+  package_renewal_due  {"order", "package", "tokens", "reason", "due_at"}
+  usage_anomaly      {"customer", "model", "day", "credits", "usual", "history_days", "ratio", "score"}
+                     (to admins: "customer" is the customer whose usage is unusual, "day" a date)
   promotion_started, promotion_ended   {"promotion", "starts_at", "ends_at"}
-  payment_failed     {"amount_minor", "currency", "plan" | "package", "reason", "retry_at"}
+  payment_failed     {"amount_minor" | "amount" (text in major units), "currency",
+                      "plan" | "package" | "item", "error" (the provider's reason), "retry_at",
+                      "grace_ends_at"}; settle_payment writes
+                     txnid, amount, currency, item and error; dunning reminders reason (the case's, not the
+                     provider's), reminder, plan, amount, currency and grace_ends_at; the last dunning
+                     notice final, plan and what happened to the subscription (no amount)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -69,12 +78,35 @@ def template_variables(
         for name in ("plan_name", "old_price", "new_price", "effective_date", "direction"):
             values[name] = first.get(name)
     elif kind == "low_balance":
-        values["balance"] = fmt.number(payload.get("balance"))
+        # tick_low_balance stores the credits still usable as "usable"; "balance" is the older name.
+        values["balance"] = fmt.number(payload.get("usable", payload.get("balance")))
         values["allowance"] = fmt.number(payload.get("allowance"))
         values["threshold_percent"] = fmt.number(payload.get("threshold_percent"))
     elif kind == "tokens_expired":
         values["credits"] = fmt.number(payload.get("credits"))
         values["expired_date"] = fmt.date(payload.get("expired_at"))
+    elif kind == "boost_ended":
+        values["credits"] = fmt.number(payload.get("amount"))
+        values["unused"] = fmt.number(payload.get("unused"))
+        values["started_date"] = fmt.date(payload.get("started_at"))
+        values["ended_date"] = fmt.date(payload.get("ended_at"))
+        values["reason"] = payload.get("reason") or None
+    elif kind == "package_renewal_due":
+        package_id = str(payload.get("package") or "")
+        package = catalog.packages.get(package_id)
+        values["package"] = package_id
+        values["package_name"] = package.name if package is not None else package_id
+        values["credits"] = fmt.number(payload.get("tokens"))
+        values["reason"] = payload.get("reason") or None
+        values["due_date"] = fmt.date(payload.get("due_at"))
+    elif kind == "usage_anomaly":
+        values["usage_customer"] = payload.get("customer")
+        values["model"] = payload.get("model")
+        values["day"] = fmt.day(payload.get("day"))
+        values["credits"] = fmt.number(payload.get("credits"))
+        values["usual"] = fmt.number(payload.get("usual"))
+        values["ratio"] = fmt.number(payload.get("ratio"), places=1)
+        values["history_days"] = payload.get("history_days")
     elif kind in ("promotion_started", "promotion_ended"):
         promo_id = str(payload.get("promotion") or "")
         promo = catalog.promotions.get(promo_id)
@@ -83,10 +115,16 @@ def template_variables(
         values["starts_date"] = fmt.date(payload.get("starts_at"))
         values["ends_date"] = fmt.date(payload.get("ends_at"))
     elif kind == "payment_failed":
-        values["amount"] = fmt.money(payload.get("amount_minor"), payload.get("currency"))
-        values["plan_name"] = fmt.product_name(payload)
-        values["reason"] = payload.get("reason") or None
+        if payload.get("amount_minor") is not None:
+            values["amount"] = fmt.money(payload.get("amount_minor"), payload.get("currency"))
+        else:
+            values["amount"] = fmt.major_money(payload.get("amount"), payload.get("currency"))
+        values["plan_name"] = fmt.product_name(payload) or payload.get("item") or None
+        # A dunning notice's "reason" is its case's (payment_failed), not words from the provider.
+        dunning = "reminder" in payload or "final" in payload
+        values["reason"] = payload.get("error") or (None if dunning else payload.get("reason")) or None
         values["retry_date"] = fmt.date(payload.get("retry_at"))
+        values["grace_date"] = fmt.date(payload.get("grace_ends_at"))
     declared = variables_of(kind)
     return {name: values.get(name) for name in declared}
 
@@ -113,10 +151,22 @@ class _Formatter:
             return f"{format_number(amount.scaleb(-2), self.locale)} {code}"
         return format_money(amount.scaleb(-currency.minor_units), currency, self.locale)
 
-    def number(self, value: Any) -> str | None:
+    def major_money(self, amount: Any, code: Any) -> str | None:
+        """An amount written in major units as text ("1768.82", how PayU and the dunning notices carry it)."""
+        if amount is None or amount == "" or not code:
+            return None
+        currency = self.catalog.currencies.get(str(code))
+        units = currency.minor_units if currency is not None else 2
+        return self.money(Decimal(str(amount)).scaleb(units).to_integral_value(), code)
+
+    def number(self, value: Any, places: int | None = None) -> str | None:
         if value is None or isinstance(value, bool):
             return None
-        return format_number(Decimal(str(value)), self.locale)
+        amount = Decimal(str(value))
+        if places is not None:
+            # A ratio such as 5.333… reads as 5.3; credits are whole and keep every digit.
+            amount = amount.quantize(Decimal(1).scaleb(-places))
+        return format_number(amount, self.locale)
 
     def date(self, value: Any) -> str | None:
         if not value:
@@ -124,6 +174,14 @@ class _Formatter:
         at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
         local = at.astimezone(zone(self.catalog.timezone))
         text: str = format_date(local.date(), format="long", locale=date_locale(self.locale))
+        return text
+
+    def day(self, value: Any) -> str | None:
+        """A calendar day (an anomaly's): already in the project's zone, so not shifted like a time."""
+        if not value:
+            return None
+        when = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+        text: str = format_date(when, format="long", locale=date_locale(self.locale))
         return text
 
     def plan_name(self, plan_id: Any) -> str | None:

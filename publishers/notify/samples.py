@@ -42,6 +42,36 @@ def sample_payload(catalog: Catalog, kind: str, now: datetime | None = None) -> 
             return {"balance": 180, "allowance": 1000, "threshold_percent": 20}
         case "tokens_expired":
             return {"credits": 420, "expired_at": now.isoformat()}
+        case "boost_ended":
+            return {
+                "grant": 1,
+                "amount": 500,
+                "unused": 120,
+                "started_at": (now - timedelta(days=2)).isoformat(),
+                "ended_at": now.isoformat(),
+                "reason": "service outage on 12 March",
+            }
+        case "package_renewal_due":
+            packages = list(catalog.packages.values())
+            package = next((p for p in packages if p.auto_renew), packages[0] if packages else None)
+            return {
+                "order": 1,
+                "package": package.id if package else "extra-500",
+                "tokens": package.tokens if package else 500,
+                "reason": "exhausted",
+                "due_at": now.isoformat(),
+            }
+        case "usage_anomaly":
+            return {
+                "customer": "cus_sample",
+                "model": next(iter(catalog.models), "gpt-4o"),
+                "day": (now - timedelta(days=1)).date().isoformat(),
+                "credits": 4800,
+                "usual": 600,
+                "history_days": 8,
+                "ratio": 8,
+                "score": 21.4,
+            }
         case "promotion_started" | "promotion_ended":
             return {"promotion": promo_id, "starts_at": now.isoformat(), "ends_at": in_30_days}
         case "payment_failed":
