@@ -221,6 +221,21 @@ def test_dunning_reminders_follow_the_payment_failed_route(engine: Engine) -> No
     assert first.startswith("dunning:") and second == f"{first}:ops-webhook"
 
 
+def test_a_failed_payment_notice_follows_the_payment_failed_route(engine: Engine) -> None:
+    publish(engine, {"payment_failed": ["email", "ops-webhook"]})
+    add_buyer(engine, "asha")
+    with engine.begin() as conn:
+        pay = checkout(conn, S, "asha", {"plan": "pro", "cycle": "monthly"}, at=AT)
+    for _ in range(2):  # PayU's redelivery of the failure writes nothing more
+        with engine.begin() as conn:
+            settle(conn, S, str(pay["txnid"]), "failure", amount=str(pay["amount_text"]), at=AT)
+    rows = outbox(engine, "payment_failed")
+    assert [(channel, key) for _, channel, key in rows] == [
+        ("email", f"payment_failed:{pay['txnid']}"),
+        ("ops-webhook", f"payment_failed:{pay['txnid']}:ops-webhook"),
+    ]
+
+
 # --------------------------------------------------------------------------------------- how routes arrive
 
 
