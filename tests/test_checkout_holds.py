@@ -221,6 +221,9 @@ def test_a_recorded_fulfilment_failure_is_fulfilled_again(shop: Engine) -> None:
         again = retry_fulfilment(conn, S, str(pay["txnid"]), at=AT)
     assert done["outcome"] == "applied" and done["tokens_granted"] == 500
     assert again["outcome"] == "not_needed"
+    with shop.begin() as conn, pytest.raises(PaymentError, match="unknown txnid") as unknown:
+        retry_fulfilment(conn, S, "NOSUCHTXN", at=AT)
+    assert unknown.value.fix == "list payments with tariff payu payments"
     assert balance(shop, "kiran") == 500
     assert scalar(shop, f"SELECT fulfilment_error FROM {S}.payments WHERE id = :p", p=pay["id"]) is None
 
