@@ -90,7 +90,9 @@ def plan(
     detailed_exitcode: Annotated[
         bool,
         typer.Option(
-            "--detailed-exitcode", help="Exit 0 with no changes, 2 with changes (or drift), 1 on error."
+            "--detailed-exitcode",
+            help="Exit 0 with no changes, 2 with changes (to the catalog or the notification routes, or "
+            "drift), 1 on error.",
         ),
     ] = False,
 ) -> None:
@@ -149,7 +151,7 @@ def plan(
             )
         raise typer.Exit(EXIT_ERROR)
     drifted = result.drift is not None and result.drift.has_changes
-    if detailed_exitcode and (result.has_changes or drifted):
+    if detailed_exitcode and (result.has_changes or result.has_route_changes or drifted):
         raise typer.Exit(signal_changes())
 
 
@@ -194,9 +196,12 @@ def apply(
     policy says (migrations scheduled, one notification per affected customer). Each apply records a
     revision. Applying an unchanged config changes nothing.
     """
+    from rich.markup import escape
+
     from cli.plan_render import plan_to_text
     from cli.revision_context import actor, git_state
     from cli.session import open_session
+    from publishers.notify.routes import route_lines
     from publishers.postgres.apply import ApplyRefusedError, Revision, apply_catalog, check_allowed
     from publishers.postgres.plan import make_plan
 
@@ -215,7 +220,7 @@ def apply(
                 locations=compiled.locations,
             )
         console.print(plan_to_text(preview))
-        if not preview.has_changes:
+        if not preview.has_changes and not preview.has_route_changes:
             return
         # Never ask "Apply these changes?" about a plan that apply would then refuse.
         try:
@@ -240,8 +245,16 @@ def apply(
         )
     except ApplyRefusedError as exc:
         raise CommandError(exc.message, exc.fix) from exc
+    routes = [escape(line) for line in route_lines(result.plan.routes)] if result.routes_changed else []
     if not result.applied:
-        console.print("No changes. The live catalog matches the config.")
+        if routes:
+            console.print(
+                f"[green]Notification routes updated[/green] (no catalog changes, so no revision): "
+                f"{'; '.join(routes)}",
+                highlight=False,
+            )
+        else:
+            console.print("No changes. The live catalog matches the config.")
         return
     write = result.write
     console.print(
@@ -250,6 +263,8 @@ def apply(
         f"{result.scheduled} subscription move(s) scheduled, {result.migrated_now} moved now; "
         f"{result.notifications} customer notification(s) queued; {result.pages} page snapshot(s) published."
     )
+    if routes:
+        console.print(f"Notification routes updated: {'; '.join(routes)}", highlight=False)
     if result.payu_actions:
         console.print(
             f"{result.payu_actions} PayU mandate action(s) recorded (tariff payu actions): pre-debit "

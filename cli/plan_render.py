@@ -11,6 +11,7 @@ from rich.text import Text
 
 from compiler.diff import format_amount
 from compiler.diff_format import diff_to_markdown, diff_to_text
+from publishers.notify.routes import route_lines
 from publishers.postgres.plan import BlastRadius, Plan
 
 
@@ -79,9 +80,14 @@ def plan_to_text(plan: Plan) -> RenderableType:
         items.append(diff_to_text(plan.drift))
         items.append(Text("Applying restores the config's values.\n", style="red"))
     if not plan.has_changes:
-        items.append(Text("No changes. The live catalog matches the config.", style="green"))
+        if not plan.has_route_changes:
+            items.append(Text("No changes. The live catalog matches the config.", style="green"))
+            return Group(*items)
+        items.append(Text("No catalog changes. The live catalog matches the config.", style="green"))
+        items.extend(routes_text(plan))
         return Group(*items)
     items.append(diff_to_text(plan.diff))
+    items.extend(routes_text(plan))
     note = pages_note(plan)
     if note:
         items.append(Text(f"\n{note}", style="yellow"))
@@ -106,6 +112,24 @@ def plan_to_text(plan: Plan) -> RenderableType:
         items.append(Text("\nPayU e-mandates", style="bold underline"))
         items.extend(Text(f"  {line}") for line in mandate_lines(plan))
     return Group(*items)
+
+
+ROUTES_TITLE = "Notification routes (tariff.yaml notifications.routes; published without a revision)"
+
+
+def routes_text(plan: Plan) -> list[RenderableType]:
+    if not plan.has_route_changes:
+        return []
+    return [
+        Text(f"\n{ROUTES_TITLE}", style="bold underline"),
+        *(Text(f"  ~ {line}", style="yellow") for line in route_lines(plan.routes)),
+    ]
+
+
+def routes_markdown(plan: Plan) -> list[str]:
+    if not plan.has_route_changes:
+        return []
+    return [f"### {ROUTES_TITLE}", "", *(f"- `{line}`" for line in route_lines(plan.routes))]
 
 
 def mandate_lines(plan: Plan) -> list[str]:
@@ -156,6 +180,7 @@ def plan_to_markdown(plan: Plan) -> list[str]:
     blocks = (
         header_lines(plan, with_database=False),
         drift_markdown(plan),
+        routes_markdown(plan),
         blast_markdown(plan),
         [f"_{note}_"] if note else [],
         reach if plan.promotion_impact else [],

@@ -6,11 +6,11 @@ into these variables (publishers.notify.context), so templates never depend on a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from compiler.catalog import Channel
+from compiler.catalog import Catalog
 
 Audience = Literal["customer", "admins"]
 
@@ -150,24 +150,46 @@ def variables_of(kind: str) -> Mapping[str, str]:
     return {**COMMON_VARIABLES, **KINDS[kind].variables}
 
 
-def channels_for(
-    kind: str,
-    channels: Mapping[str, Channel],
-    routes: Mapping[str, Sequence[str]],
-    low_balance_channels: Sequence[str] = (),
-) -> tuple[str, ...]:
-    """The channel ids a notification of `kind` is written for.
+# The kinds `tariff tick` writes in SQL with tick_channel() as their default (migrations 0009, 0025, 0027).
+TICK_DEFAULT_KINDS = frozenset(
+    {
+        "grandfathering_executed",
+        "tokens_expired",
+        "boost_ended",
+        "package_renewal_due",
+        "promotion_started",
+        "promotion_ended",
+    }
+)
 
-    Configured `routes` win; low_balance then follows the token rules' `low_balance_alerts.channels`.
-    Otherwise customers are written to by the first SMTP channel, and admin events go to every webhook
-    (or, with none, to the admins by the first SMTP channel).
+
+def channels_for(kind: str, catalog: Catalog) -> tuple[str, ...]:
+    """The channel ids a notification of `kind` is written for: its route in tariff.yaml
+    `notifications.routes`, else the default of the kind's writer in the database.
+
+    Python writers and the database's own (tick, dunning, anomaly alerts) must agree, or the same kind
+    would reach admins by webhook from one and by e-mail from the other. The defaults, as the schema's
+    `notifications.routes` description states them:
+
+    - price_change (apply): the first SMTP channel; `email` when no channel is configured at all (queued
+      until one is), nowhere when channels exist but none is SMTP;
+    - low_balance: the token rules' `low_balance_alerts.channels`, else `email`;
+    - the other kinds tick writes: the first of those, else `email`;
+    - payment_failed: `payments.dunning.channel`;
+    - usage_anomaly: `email`.
     """
+    routes = catalog.settings.routes
     if kind in routes:
         return tuple(routes[kind])
-    if kind == "low_balance" and low_balance_channels:
-        return tuple(low_balance_channels)
-    smtp = [c.id for c in channels.values() if c.type == "smtp"]
-    if KINDS.get(kind, KINDS["price_change"]).audience == "customer":
-        return tuple(smtp[:1])
-    webhooks = tuple(c.id for c in channels.values() if c.type == "webhook")
-    return webhooks or tuple(smtp[:1])
+    low_balance = catalog.token_rules.low_balance_channels
+    if kind == "price_change":
+        channels = catalog.settings.channels
+        smtp = [c.id for c in channels.values() if c.type == "smtp"]
+        return tuple(smtp[:1]) if channels else ("email",)
+    if kind == "low_balance":
+        return tuple(low_balance) or ("email",)
+    if kind in TICK_DEFAULT_KINDS:
+        return (low_balance[0],) if low_balance else ("email",)
+    if kind == "payment_failed":
+        return (catalog.payment_rules.dunning_channel,)
+    return ("email",)

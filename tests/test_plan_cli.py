@@ -420,3 +420,111 @@ def test_plan_shows_the_reach_of_a_changed_promotion(
     assert done.exit_code == 0, done
     assert "### Promotion reach" in done.stdout
     assert "black-friday-2026: 0 registered customer(s) eligible now, 0 redemption(s) so far" in done.stdout
+
+
+# --------------------------------------------------------------------------------------- notification routes
+# A change to tariff.yaml `notifications.routes` alone: plan shows it (and `--detailed-exitcode` says there is
+# something to apply, so the on-merge workflow applies it), apply publishes it without a revision and says
+# so, and a saved plan is refused once the routes it was made for changed.
+
+SHIPPED_ROUTE = "promotion_started: [ops-webhook]"
+
+
+def reroute(config: Path, new: str) -> None:
+    path = config / "tariff.yaml"
+    text = path.read_text("utf-8")
+    assert SHIPPED_ROUTE in text
+    path.write_text(text.replace(SHIPPED_ROUTE, new), "utf-8")
+
+
+def stored(engine: Engine) -> dict[str, list[str]]:
+    with engine.connect() as conn:
+        routes: dict[str, list[str]] = conn.execute(
+            sa.text("SELECT tariff.notification_routes_json()")
+        ).scalar_one()
+    return routes
+
+
+def plan(config: Path, url: str, *extra: str | Path) -> Run:
+    return tariff("plan", "--config", config, "--database-url", url, "--detailed-exitcode", *extra)
+
+
+def test_a_route_change_alone_is_planned_and_applied_without_a_revision(
+    engine: Engine, config: Path, url: str
+) -> None:
+    apply_ok(config, url)
+    assert stored(engine)["promotion_started"] == ["ops-webhook"]
+    reroute(config, "promotion_started: [email, ops-webhook]\n    usage_anomaly: []")
+
+    planned = plan(config, url)
+    assert planned.exit_code == 2, planned  # the apply workflow runs apply only on 2
+    assert "No catalog changes" in planned.output
+    assert "promotion_started: ops-webhook → email, ops-webhook" in planned.output
+    assert "usage_anomaly: default → off" in planned.output
+    assert stored(engine)["promotion_started"] == ["ops-webhook"]  # plan writes nothing
+
+    as_json = json.loads(plan(config, url, "--format", "json").stdout)
+    assert as_json["notification_routes"] == [
+        {"kind": "promotion_started", "before": ["ops-webhook"], "after": ["email", "ops-webhook"]},
+        {"kind": "usage_anomaly", "before": None, "after": []},
+    ]
+    markdown = plan(config, url, "--format", "markdown").stdout
+    assert "### Notification routes" in markdown and "`usage_anomaly: default → off`" in markdown
+
+    applied = apply_ok(config, url)
+    assert "Notification routes updated" in applied.output and "no revision" in applied.output
+    assert "promotion_started: ops-webhook → email, ops-webhook" in applied.output
+    assert stored(engine)["promotion_started"] == ["email", "ops-webhook"]
+    assert stored(engine)["usage_anomaly"] == []
+    assert count(engine, "revisions") == 1
+
+    again = plan(config, url)
+    assert again.exit_code == 0, again
+    assert "No changes. The live catalog matches the config." in again.output
+    assert "Notification routes" not in again.output
+    assert "No changes" in apply_ok(config, url).output
+
+
+def test_dropping_a_route_sends_the_kind_back_to_its_default(engine: Engine, config: Path, url: str) -> None:
+    apply_ok(config, url)
+    reroute(config, "")
+    planned = plan(config, url)
+    assert planned.exit_code == 2 and "promotion_started: ops-webhook → default" in planned.output
+    apply_ok(config, url)
+    assert "promotion_started" not in stored(engine)
+
+
+def test_routes_and_catalog_changes_are_applied_together(
+    engine: Engine, config: Path, url: str, tmp_path: Path
+) -> None:
+    reroute(config, "promotion_started: [email]")
+    planned = plan(config, url)
+    assert planned.exit_code == 2
+    assert "Plan Pro added" in planned.output and "promotion_started: default → email" in planned.output
+    applied = apply_ok(config, url)
+    assert "Applied revision 1" in applied.output
+    updated = next(line for line in applied.output.splitlines() if "Notification routes updated:" in line)
+    assert "promotion_started: default → email" in updated  # the first apply stores every route
+    assert stored(engine)["promotion_started"] == ["email"]
+
+
+def test_a_saved_plan_is_refused_once_the_routes_it_shows_changed(
+    engine: Engine, config: Path, url: str, tmp_path: Path
+) -> None:
+    apply_ok(config, url)
+    reroute(config, "promotion_started: [email]")
+    saved = tmp_path / "plan.json"
+    assert plan(config, url, "--out", saved).exit_code == 2
+    reroute_again = config / "tariff.yaml"
+    text = reroute_again.read_text("utf-8").replace("promotion_started: [email]", "promotion_started: []")
+    reroute_again.write_text(text, "utf-8")
+
+    refused = tariff("apply", saved, "--config", config, "--database-url", url)
+    assert refused.exit_code == 1, refused
+    assert "stale plan: the notification routes to publish are not the plan's" in refused.output
+    assert stored(engine)["promotion_started"] == ["ops-webhook"]  # nothing half-written
+
+    assert plan(config, url, "--out", saved).exit_code == 2
+    applied = tariff("apply", saved, "--config", config, "--database-url", url)
+    assert applied.exit_code == 0, applied
+    assert stored(engine)["promotion_started"] == []

@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 from cli.errors import CommandError
 from cli.main import app
 from compiler.catalog import Catalog
+from compiler.notification_kinds import channels_for
 from database import ledger
 from database.automation import run_tick
 from database.payments import checkout, settle
+from publishers.notify.outbox import enqueue
 from publishers.postgres.apply import Revision, apply_catalog
 from tests.ledger_support import PUBLISHED_AT, REPO, S, add_customer
 from tests.notify_support import ENV, free_port, shipped_catalog, webhook_server
@@ -190,6 +192,41 @@ def test_a_kind_without_a_route_keeps_its_old_channel_and_an_empty_route_turns_i
     assert outbox(engine, "promotion_ended") == []
 
 
+def test_a_kind_without_a_route_goes_to_the_same_channel_from_python_and_from_tick(engine: Engine) -> None:
+    # No routes at all: the shipped config has an SMTP channel and a webhook. Python's enqueue once sent
+    # unrouted admin kinds to every webhook while tick mailed them; both now use the writer defaults.
+    publish(engine, {})
+    catalog = routed(shipped_catalog(), {})
+    tick(engine, at(FESTIVE_OPENS))
+    from_tick = {channel for channel, _ in festive(outbox(engine, "promotion_started"))}
+    with engine.begin() as conn:
+        payload = {"promotion": "festive-season"}
+        assert enqueue(conn, S, catalog, "promotion_started", "ps:python", payload) == 1
+    from_python = {channel for c, channel, key in outbox(engine, "promotion_started") if key == "ps:python"}
+    assert from_tick == from_python == {"email"} == set(channels_for("promotion_started", catalog))
+
+
+def test_writer_defaults_follow_the_rules_they_name() -> None:
+    catalog = routed(shipped_catalog(), {})
+    rules = dataclasses.replace(catalog.token_rules, low_balance_channels=("ops-webhook", "email"))
+    payments = dataclasses.replace(catalog.payment_rules, dunning_channel="ops-webhook")
+    tuned = dataclasses.replace(catalog, token_rules=rules, payment_rules=payments)
+    assert channels_for("low_balance", tuned) == ("ops-webhook", "email")
+    assert channels_for("tokens_expired", tuned) == ("ops-webhook",)
+    assert channels_for("promotion_ended", tuned) == ("ops-webhook",)
+    assert channels_for("payment_failed", tuned) == ("ops-webhook",)
+    assert channels_for("usage_anomaly", tuned) == ("email",)
+    assert channels_for("price_change", tuned) == ("email",)  # the first SMTP channel
+    no_channels = dataclasses.replace(tuned.settings, channels={})
+    assert channels_for("price_change", dataclasses.replace(tuned, settings=no_channels)) == ("email",)
+    webhooks_only = dataclasses.replace(
+        tuned.settings, channels={k: v for k, v in tuned.settings.channels.items() if v.type == "webhook"}
+    )
+    assert channels_for("price_change", dataclasses.replace(tuned, settings=webhooks_only)) == ()
+    routed_anomalies = routed(tuned, {"usage_anomaly": ["ops-webhook"]})
+    assert channels_for("usage_anomaly", routed_anomalies) == ("ops-webhook",)
+
+
 def test_low_balance_alerts_follow_their_route_over_the_token_rules_channels(engine: Engine) -> None:
     # The token rules send low-balance alerts by email; the route says the webhook and email, in that order.
     publish(engine, {"low_balance": ["ops-webhook", "email"]})
@@ -249,12 +286,11 @@ def test_apps_calling_the_sql_directly_get_the_routes_apply_published(engine: En
 def test_a_change_to_the_routes_alone_reaches_the_next_tick(
     engine: Engine, config: Path, pg_url: str
 ) -> None:
+    # Published by tick even when nobody ran apply since the config changed (apply publishes them too:
+    # tests/test_plan_cli.py).
     db = ["-c", str(config), "--database-url", pg_url]
     invoke(["apply", "--auto-approve", *db])
     edit(config, "tariff.yaml", "promotion_started: [ops-webhook]", "promotion_started: [email, ops-webhook]")
-    invoke(["apply", "--auto-approve", *db])
-    with engine.connect() as conn:  # settings are not in the plan's diff: no revision publishes them
-        assert conn.execute(sa.text(f"SELECT count(*) FROM {S}.revisions")).scalar_one() == 1
 
     done = invoke(["tick", "--no-send", "--now", FESTIVE_OPENS, "-f", "json", *db])
     assert json.loads(done.stdout)["steps"]["promotions"]["started"]
@@ -265,3 +301,5 @@ def test_a_change_to_the_routes_alone_reaches_the_next_tick(
         ("ops-webhook", f"{key}:ops-webhook"),
     ]
     assert "notification routes updated" not in invoke(["tick", "--no-send", *db]).stderr
+    with engine.connect() as conn:  # settings make no revision
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {S}.revisions")).scalar_one() == 1

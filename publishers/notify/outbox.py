@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -181,10 +181,7 @@ def enqueue(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
-    settings = catalog.settings
-    channels: Sequence[str] = channels_for(
-        kind, settings.channels, settings.routes, catalog.token_rules.low_balance_channels
-    )
+    channels = channels_for(kind, catalog)
     written = 0
     for index, channel in enumerate(channels):
         written += conn.execute(

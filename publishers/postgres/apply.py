@@ -69,6 +69,7 @@ class ApplyResult:
     pages: int = 0
     codes: SyncResult = field(default_factory=SyncResult)
     payu_actions: int = 0
+    routes_changed: bool = False
 
     @property
     def applied(self) -> bool:
@@ -109,8 +110,8 @@ def apply_catalog(
         if saved_plan is not None:
             _check_saved(saved_plan, plan)
         result = ApplyResult(plan)
-        # Routes are settings, outside the diff: published even when the catalog has no changes.
-        publish_routes(conn, schema, desired.settings.routes)
+        # Routes are settings, outside the catalog's diff: published even when the catalog has no changes.
+        result.routes_changed = publish_routes(conn, schema, desired.settings.routes)
         if not plan.has_changes:
             return result
         check_allowed(plan, allow_destructive)
@@ -211,6 +212,12 @@ def _check_saved(saved: dict[str, Any], plan: Plan) -> None:
         raise ApplyRefusedError(
             "stale plan: the live database changed since the plan was made "
             f"(revision {saved.get('live_revision')} then, {plan.live_revision} now)",
+            fix="run `tariff plan` again and review the new plan",
+        )
+    if saved.get("notification_routes", []) != [c.to_json() for c in plan.routes]:
+        raise ApplyRefusedError(
+            "stale plan: the notification routes to publish are not the plan's (the config's routes or the "
+            "stored ones changed since the plan was made)",
             fix="run `tariff plan` again and review the new plan",
         )
 
@@ -322,13 +329,9 @@ def _grandfather(conn: Connection, schema: str, target: Catalog, result: ApplyRe
 
 
 def _customer_channels(catalog: Catalog) -> tuple[str, ...]:
-    """Where price-change notices go: tariff.yaml `notifications.routes`, else the first SMTP channel
-    (`email` when none is configured, so the notice is queued until one is). The first channel's row
+    """Where price-change notices go (compiler.notification_kinds.channels_for). The first channel's row
     keeps the key `price-change:<revision>:<customer>`; further channels append `:<channel>`."""
-    settings = catalog.settings
-    if not settings.channels and "price_change" not in settings.routes:
-        return ("email",)
-    return channels_for("price_change", settings.channels, settings.routes)
+    return channels_for("price_change", catalog)
 
 
 def _verify(conn: Connection, schema: str, target: Catalog) -> None:

@@ -30,6 +30,7 @@ from compiler.project import compile_config
 from database.connection import quote_schema
 from database.promotions import Impact as PromotionImpact
 from database.promotions import promotion_impact
+from publishers.notify.routes import RouteChange, route_changes
 from publishers.postgres.grandfather import (
     PriceMove,
     blast_radius_sql,
@@ -78,10 +79,17 @@ class Plan:
     promotion_impact: dict[str, PromotionImpact] = field(default_factory=dict)
     desired: Catalog | None = None
     mandates: MandateImpact | None = None
+    # tariff.yaml `notifications.routes` against the stored ones: settings, published without a revision.
+    routes: list[RouteChange] = field(default_factory=list)
 
     @property
     def has_changes(self) -> bool:
+        """Catalog changes: what makes a revision."""
         return self.diff.has_changes
+
+    @property
+    def has_route_changes(self) -> bool:
+        return bool(self.routes)
 
     def to_json(self) -> dict[str, Any]:
         body = {
@@ -99,6 +107,7 @@ class Plan:
             "blast_radius": [to_plain(b) for b in self.blast],
             "drift": diff_to_json(self.drift) if self.drift is not None else None,
             "promotion_impact": self.promotion_impact,
+            "notification_routes": [c.to_json() for c in self.routes],
         }
         if self.mandates is not None:
             body["payu_mandates"] = self.mandates.to_json()
@@ -225,6 +234,7 @@ def _make_plan(
         revision,
         diff,
         desired=published,
+        routes=route_changes(conn, schema, desired.settings.routes),
     )
     if live is not None:
         promotion_ids = [c.id for c in diff.changes if c.kind == "promotion"]
