@@ -71,7 +71,8 @@ def test_dunning_notices_name_the_amount_and_the_day_service_lapses(shop: Engine
         grace = conn.execute(sa.text(f"SELECT grace_ends_at FROM {S}.dunning_cases")).scalar_one()
     failed, reminder, lapsed = _rendered(shop, "payment_failed")
     assert "₹1,768.82" in failed.subject
-    assert "₹1,499" in reminder.subject and "Pro" in reminder.text  # the plan's price, as dunning stores it
+    # The reminder names what the renewal charges (price + 18% GST), as the failed payment did.
+    assert "₹1,768.82" in reminder.subject and "Pro" in reminder.text
     # The reminder speaks of the grace period, and its case's reason is not passed off as the provider's.
     assert f"stays active until {grace.astimezone(AT.tzinfo).day} " in reminder.text
     assert "provider said" not in reminder.text

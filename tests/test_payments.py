@@ -180,6 +180,21 @@ def test_failed_renewal_is_dunned_then_downgraded(shop: Engine) -> None:
     assert scalar(shop, f"SELECT count(*) FROM {S}.notifications WHERE kind = 'payment_failed'") >= 3
 
 
+def test_dunning_reminders_name_what_paying_the_renewal_costs(shop: Engine) -> None:
+    add_buyer(shop, "asha")  # India: prices exclude the 18% GST
+    first = _checkout(shop, "asha", {"plan": "pro", "cycle": "monthly"})
+    _settle(shop, str(first["txnid"]), "success", first["amount_text"], verified=True)
+    unpaid = AT + timedelta(days=31)  # the paid month is over and nothing renewed it
+    with shop.begin() as conn:
+        assert run_dunning(conn, S, unpaid)["reminders_sent"] == 1
+    reminder = scalar(shop, f"SELECT payload FROM {S}.notifications WHERE kind = 'payment_failed'")
+    renewal = _checkout(shop, "asha", {"plan": "pro", "cycle": "monthly"}, at=unpaid)
+    assert renewal["purpose"] == "renewal"
+    # 1,499.00 + 18% GST: the reminder once said 1499.00, the price before tax.
+    assert reminder["amount"] == renewal["amount_text"] == "1768.82"
+    assert reminder["currency"] == "INR"
+
+
 def test_bundle_buys_the_plan_and_the_credits(shop: Engine) -> None:
     add_buyer(shop, "maya")
     pay = _checkout(shop, "maya", {"bundle": "creator-bundle"})
