@@ -50,6 +50,11 @@ def _payu(config: Path, env: str | None) -> tuple[PayUConfig, PayUCredentials, P
     return settings, credentials, PayUClient(settings.api_url, credentials)
 
 
+# request_refund's SQLSTATE (object_in_use) for a refund of the payment still unanswered by PayU.
+UNANSWERED_REFUND = "55006"
+WITHDRAW_FIX = "withdraw it with tariff payu refund-withdraw TOKEN --reason ..."
+
+
 def _payu_error(exc: Exception) -> CommandError:
     message = getattr(exc, "message", str(exc))
     return CommandError(message, getattr(exc, "fix", None))
@@ -72,6 +77,7 @@ def register(app: typer.Typer) -> None:
     app.command("webhook")(webhook)
     app.command("refund")(refund)
     app.command("refunds")(refunds)
+    app.command("refund-withdraw")(refund_withdraw)
     app.command("reconcile")(reconcile)
     app.command("payments")(payments)
 
@@ -465,17 +471,29 @@ def refund(
                 settings.webhook_url,
             )
         except (PayUError, PaymentError) as exc:
+            if isinstance(exc, PaymentError) and exc.sqlstate == UNANSWERED_REFUND:
+                raise CommandError(
+                    exc.message, f"{exc.fix}; or, when it is no longer wanted, {WITHDRAW_FIX}"
+                ) from exc
             raise _payu_error(exc) from exc
     finally:
         session.engine.dispose()
+    _report_refund(
+        result,
+        format_,
+        f"{result['status']}"
+        + (f" (request {result['request_id']})" if result.get("request_id") else "")
+        + (" — recovered from an earlier attempt" if result.get("recovered") else ""),
+    )
+
+
+def _report_refund(result: dict[str, Any], format_: OutputFormat, outcome: str) -> None:
     if format_ is OutputFormat.json:
         print_json(result)
         return
     stdout_console().print(
-        f"refund {result['token']} of {result['amount_text']} {result['currency']} on {txnid}: "
-        f"{result['status']}"
-        + (f" (request {result['request_id']})" if result.get("request_id") else "")
-        + (" — recovered from an earlier attempt" if result.get("recovered") else ""),
+        f"refund {result['token']} of {result['amount_text']} {result['currency']} on {result['txnid']}: "
+        + outcome,
         highlight=False,
         markup=False,
     )
@@ -534,6 +552,48 @@ def refunds(
             r["reason"],
         )
     stdout_console().print(table)
+
+
+def refund_withdraw(
+    token: Annotated[
+        str, typer.Argument(help="The refund's token (tariff payu refunds lists them).", show_default=False)
+    ],
+    reason: Annotated[
+        str,
+        typer.Option("--reason", "-r", help="Why it is given up (kept with the refund).", show_default=False),
+    ],
+    config: ConfigOption = Path("pricing"),
+    env: EnvOption = None,
+    database_url: DatabaseUrlOption = None,
+    format_: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """Give up a refund PayU never acknowledged, so its amount can be refunded again (or not at all).
+
+    A refund without a clear answer from PayU stays requested, and no other refund of the payment can be
+    made while it does. When that refund is still wanted, run tariff payu refund again (same token). When it
+    is not, this command asks PayU for a refund under its token: if PayU has one, it records what PayU
+    says and withdraws nothing; if PayU has none, the refund becomes error (withdrawn), with your reason
+    and name in its history. A refund PayU acknowledged (queued, in progress) or one requested less than
+    15 minutes ago cannot be withdrawn.
+    """
+    from cli.session import open_session
+    from database.payments import PaymentError
+    from publishers.payu.errors import PayUError
+    from publishers.payu.refunds import withdraw
+
+    if not reason.strip():
+        raise CommandError(
+            "--reason must not be empty", fix='say why, e.g. --reason "paid back by bank transfer"'
+        )
+    client = _payu(config, env)[2]
+    session = open_session(config, env, database_url, stderr_console())
+    try:
+        result = withdraw(session.engine, session.schema, client, token, reason.strip(), _actor(config))
+    except (PayUError, PaymentError) as exc:
+        raise _payu_error(exc) from exc
+    finally:
+        session.engine.dispose()
+    _report_refund(result, format_, "withdrawn; its amount can be refunded again")
 
 
 def _warn_unpolled(polled: list[dict[str, Any]]) -> None:

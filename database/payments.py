@@ -1,6 +1,7 @@
 """Payments: a thin, typed Python API over the SQL functions of migrations 0011 and 0024.
 
-The contract is SQL (`payment_checkout`, `settle_payment`, `request_refund`, `record_refund`, `run_dunning`),
+The contract is SQL (`payment_checkout`, `settle_payment`, `request_refund`, `record_refund`,
+`withdraw_refund`, `run_dunning`),
 so the app in any language and Tariff's CLI share one implementation. Nothing here knows the PayU salt:
 hashes are made and checked in publishers/payu, and these functions take results already verified.
 
@@ -160,6 +161,23 @@ def request_refund(
     )
 
 
+def withdraw_refund(
+    conn: Connection,
+    schema: str,
+    token: str,
+    reason: str,
+    actor: str | None = None,
+    at: datetime | None = None,
+) -> Row:
+    """Give up a refund PayU never acknowledged, freeing its amount (SQL withdraw_refund, 0031). Ask PayU
+    for a refund under the token first: publishers.payu.refunds.withdraw does."""
+    return _call(
+        conn,
+        f"SELECT {quote_schema(schema)}.withdraw_refund(:token, :reason, :actor, CAST(:at AS timestamptz))",
+        {"token": token, "reason": reason, "actor": actor, "at": at},
+    )
+
+
 def record_refund(
     conn: Connection,
     schema: str,
@@ -250,7 +268,12 @@ def payments(
 
 
 def refunds(
-    conn: Connection, schema: str, *, status: str | None = None, open_only: bool = False
+    conn: Connection,
+    schema: str,
+    *,
+    status: str | None = None,
+    open_only: bool = False,
+    token: str | None = None,
 ) -> list[Row]:
     """Refunds with their payment's txnid and mihpayid, oldest first."""
     s = quote_schema(schema)
@@ -259,8 +282,9 @@ def refunds(
             f"SELECT to_jsonb(r) || jsonb_build_object('txnid', p.txnid, 'mihpayid', p.mihpayid) "
             f"FROM {s}.refunds r JOIN {s}.payments p ON p.id = r.payment_id "
             "WHERE (CAST(:status AS text) IS NULL OR r.status = :status) "
-            "AND (NOT :open OR r.status IN ('requested', 'queued', 'in_progress')) ORDER BY r.id"
+            "AND (NOT :open OR r.status IN ('requested', 'queued', 'in_progress')) "
+            "AND (CAST(:token AS text) IS NULL OR r.token = :token) ORDER BY r.id"
         ),
-        {"status": status, "open": open_only},
+        {"status": status, "open": open_only, "token": token},
     )
     return [cast(Row, r) for r in rows.scalars()]

@@ -279,6 +279,105 @@ def test_a_refund_payu_holds_under_tariffs_token_for_another_amount_is_not_recor
     _untouched(shop, asha["txnid"], "asha")
 
 
+# ------------------------------------------------------------------------ withdrawing an unanswered refund
+
+
+def _age(shop: Shop, token: str, minutes: int = 20) -> None:
+    """As if the refund had been requested `minutes` ago."""
+    with shop.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"UPDATE {S}.refunds SET created_at = created_at - make_interval(mins => :m) WHERE token = :t"
+            ),
+            {"m": minutes, "t": token},
+        )
+
+
+def test_an_unanswered_refund_no_longer_wanted_is_withdrawn_and_frees_its_amount(shop: Shop) -> None:
+    add_buyer(shop.engine, "asha", plan="pro")
+    txnid = str(shop.buy("asha", {"package": "extra-500"})["txnid"])
+    token = _unanswered_refund(shop, txnid)
+    blocked = shop.cli("payu", "refund", txnid, "--amount", "100", "--reason", "partial")
+    assert blocked.exit_code == 1 and "still unanswered" in blocked.output
+    assert "tariff payu refund-withdraw" in blocked.output
+
+    early = shop.cli("payu", "refund-withdraw", token, "--reason", "paid back by bank transfer")
+    assert early.exit_code == 1 and "PayU may still be answering it" in early.output
+    assert _refund_row(shop, txnid)["status"] == "requested"
+
+    _age(shop, token)
+    done = shop.cli("payu", "refund-withdraw", token, "--reason", "paid back by bank transfer")
+    assert done.exit_code == 0, done.output
+    assert f"refund {token} of 1768.82 INR on {txnid}: withdrawn" in done.stdout
+    row = _refund_row(shop, txnid)
+    assert (row["status"], row["error_code"]) == ("error", "withdrawn")
+    assert row["history"][-1]["source"] == "withdrawn"
+    assert "paid back by bank transfer" in row["history"][-1]["detail"]
+    _untouched(shop, txnid, "asha")  # nothing was refunded or taken back
+    assert _refunds_at_payu(shop, txnid) == []
+
+    # The amount is free again, for a new refund under a new token.
+    again = shop.cli("payu", "refund", txnid, "--amount", "100", "--reason", "partial", "--format", "json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["token"] != token
+    assert [r["token"] for r in _refunds_at_payu(shop, txnid)] == [json.loads(again.stdout)["token"]]
+    twice = shop.cli("payu", "refund-withdraw", token, "--reason", "again")
+    assert twice.exit_code == 1 and "already settled (error)" in twice.output
+
+
+def test_a_refund_payu_made_after_all_is_recorded_not_withdrawn(shop: Shop) -> None:
+    add_buyer(shop.engine, "asha", plan="pro")
+    txnid = str(shop.buy("asha", {"package": "extra-500"})["txnid"])
+    # PayU makes the refund but its answer is lost, then it stops answering: Tariff holds it as requested.
+    shop.sim_post("fail-next", mode="lost", count=1, command="cancel_refund_transaction")
+    shop.sim_post("fail-next", mode="503", count=3, command="cancel_refund_transaction")
+    assert shop.cli("payu", "refund", txnid, "--reason", "duplicate charge").exit_code == 1
+    token = str(_refund_row(shop, txnid)["token"])
+    _age(shop, token)
+
+    refused = shop.cli("payu", "refund-withdraw", token, "--reason", "changed our mind")
+    assert refused.exit_code == 1, refused.output
+    assert f"PayU has refund {token}" in refused.output and "instead of withdrawing it" in refused.output
+    row = _refund_row(shop, txnid)
+    assert row["status"] == "queued" and row["request_id"]  # recorded as PayU has it
+    assert row["error_code"] is None
+    again = shop.cli("payu", "refund-withdraw", token, "--reason", "changed our mind")
+    assert again.exit_code == 1 and "PayU has it, so it cannot be withdrawn" in again.output
+
+
+@pytest.mark.parametrize("payu", ["unreachable", "holds the token for another amount"])
+def test_a_refund_is_not_withdrawn_unless_payu_shows_it_has_none(shop: Shop, payu: str) -> None:
+    add_buyer(shop.engine, "asha", plan="pro")
+    asha = shop.buy("asha", {"package": "extra-500"})
+    token = _unanswered_refund(shop, asha["txnid"])
+    _age(shop, token)
+    if payu == "unreachable":
+        shop.sim_post("fail-next", mode="503", count=10, command="check_action_status")
+        says = "did not answer check_action_status"
+    else:
+        shop.client.cancel_refund_transaction(asha["sim"]["mihpayid"], token, Decimal("100.00"))
+        says = "not Tariff's refund"
+    refused = shop.cli("payu", "refund-withdraw", token, "--reason", "not wanted")
+    assert refused.exit_code == 1 and says in refused.output
+    assert _refund_row(shop, asha["txnid"])["status"] == "requested"
+
+
+def test_withdrawing_names_what_is_wrong(shop: Shop) -> None:
+    add_buyer(shop.engine, "asha", plan="pro")
+    txnid = str(shop.buy("asha", {"package": "extra-500"})["txnid"])
+    unknown = shop.cli("payu", "refund-withdraw", "NOSUCHTOKEN", "--reason", "x")
+    assert unknown.exit_code == 1 and 'unknown refund token "NOSUCHTOKEN"' in unknown.output
+    assert "tariff payu refunds" in unknown.output
+    blank = shop.cli("payu", "refund-withdraw", "NOSUCHTOKEN", "--reason", "  ")
+    assert blank.exit_code == 1 and "--reason must not be empty" in blank.output
+    assert shop.cli("payu", "refund", txnid, "--reason", "customer asked").exit_code == 0
+    queued = _refund_row(shop, txnid)
+    _age(shop, str(queued["token"]))
+    refused = shop.cli("payu", "refund-withdraw", str(queued["token"]), "--reason", "x")
+    assert refused.exit_code == 1 and "is queued at PayU" in refused.output
+    assert _refund_row(shop, txnid)["status"] == "queued"
+
+
 # ------------------------------------------------------------------------------------ the receiver (4)
 
 

@@ -5,7 +5,7 @@ the refund (105, 116, 214, a token it holds for another amount) is recorded as `
 amount for a new refund under a new token. When PayU cannot be reached, or answers without saying whether
 it acted (an HTTP error, a body that is not JSON, a 106 whose refund it cannot show), the refund stays
 `requested`: running the same refund again sends the same token, which PayU never refunds twice, and
-`poll` looks it up by that token.
+`poll` looks it up by that token. `withdraw` gives up such a refund once PayU shows none under its token.
 
 Whatever PayU reports about a refund (by request id or by token) is recorded only when it is the refund
 Tariff asked for: same token, same payment, a refund action, same amount.
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from database.payments import PaymentError, record_refund, refunds, request_refund
+from database.payments import PaymentError, record_refund, refunds, request_refund, withdraw_refund
 from publishers.payu.client import PayUClient, PayUUnclearAnswerError
 from publishers.payu.errors import PayUError, PayUNetworkError
 from publishers.payu.models import RefundStatus
@@ -30,6 +31,10 @@ MISMATCH_FIX = "Do not trust it: compare the refund with PayU's dashboard first;
 
 class RefundPendingError(PayUError):
     """PayU did not say whether it made the refund: it stays requested and is safe to send again."""
+
+
+class RefundAtPayUError(PayUError):
+    """A refund asked to be withdrawn is at PayU after all: what PayU says was recorded instead."""
 
 
 class RefundMismatchError(PayUError):
@@ -201,3 +206,36 @@ def poll(engine: Engine, schema: str, client: PayUClient) -> list[dict[str, Any]
     with engine.begin() as conn:
         open_refunds = refunds(conn, schema, open_only=True)
     return [_poll_one(engine, schema, client, row) for row in open_refunds]
+
+
+def withdraw(
+    engine: Engine,
+    schema: str,
+    client: PayUClient,
+    token: str,
+    reason: str,
+    actor: str | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """Give up an unanswered refund (requested, no request id) that is no longer wanted, freeing its amount.
+
+    PayU is asked for a refund under the token first. When it has one, what it says is recorded (the
+    refund moves on as a poll would move it) and nothing is withdrawn; when PayU cannot be reached, nothing
+    changes. The database then checks again under the refund's lock (withdraw_refund, migration 0031).
+    """
+    with engine.begin() as conn:
+        found = refunds(conn, schema, token=token)
+    if found and found[0]["status"] == "requested" and not found[0].get("request_id"):
+        row = found[0]
+        state = find_at_payu(client, AskedRefund.from_row(row))
+        if state is not None and state.status:
+            recorded = _record_status(engine, schema, int(row["id"]), state, "reconcile")
+            raise RefundAtPayUError(
+                f"PayU has refund {token} of {row['amount_text']} {row['currency']} on {row['txnid']} "
+                f"({state.status}, request {state.request_id or '-'}): recorded it as {recorded['status']} "
+                "instead of withdrawing it",
+                "follow it to its end with tariff payu refunds --poll",
+                code="refund_at_payu",
+            )
+    with engine.begin() as conn:
+        return withdraw_refund(conn, schema, token, reason, actor, at)
