@@ -515,7 +515,7 @@ def check_command(
     """Explain whether a code works: its promotion, schedule, limits and single use; with --plan (or
     --package/--bundle) also whether it applies to that purchase for --customer in --region.
     Exit 0 when it works, 1 when it does not."""
-    from database.promo_codes import normalize_code
+    from database.promo_codes import PASTED_BLANKS, normalize_code
     from database.promotions import check_code, quote
 
     item = _item(plan, cycle, package, bundle, None) if (plan or package or bundle or cycle) else None
@@ -531,8 +531,8 @@ def check_command(
     if found is None:
         typed = normalize_code(code)
         hint = "codes are case-insensitive; check it for typos"
-        if typed != typed.strip():
-            hint += " and for a tab, line break or other space pasted with it"
+        if any(c.isspace() or c in PASTED_BLANKS for c in typed):
+            hint += " and for a space, tab or line break inside it"
         if _LOOKALIKES & set(typed):
             hint += " (generated codes never contain 0, O, 1, I or L)"
         if format_ is OutputFormat.json:

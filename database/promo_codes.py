@@ -68,16 +68,25 @@ class SyncResult:
         return sum(b.count for b in self.generated)
 
 
-def normalize_code(text: str) -> str:
-    """A typed code as checkout's SQL reads it, `upper(btrim(code))`, so `tariff promo check` and quote()
-    or redeem() never disagree about a code.
+# Taken off both ends of a typed code, as SQL typed_codes() does (migration 0032): the Unicode White_Space
+# characters, and the zero-width space, word joiner and byte-order mark that copying from a page leaves.
+PASTED_BLANKS = (
+    " \t\n\v\f\r\u0085\u00a0\u1680"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000\u200b\u2060\ufeff"
+)
 
-    btrim() removes spaces (U+0020) only: a code pasted with a tab, a line break or a non-breaking space
-    is unknown at checkout, so it must be unknown here too. upper() maps each character on its own, as
+
+def normalize_code(text: str) -> str:
+    """A typed code as checkout's SQL reads it, `upper(btrim(typed_codes(code)))`, so `tariff promo check`
+    and quote() or redeem() never disagree about a code.
+
+    Blanks pasted at either end (PASTED_BLANKS: a tab, a line break, a non-breaking or zero-width space)
+    are taken off; blanks inside a code make it unknown. upper() maps each character on its own, as
     PostgreSQL does (`ß` stays `ß`, never `SS`); Python's str.upper() could expand one character into
     several (`ﬁ` → `FI`) and turn a string checkout rejects into a valid code.
     """
-    trimmed = text.strip(" ")
+    trimmed = text.strip(PASTED_BLANKS)
     if trimmed.isascii():
         return trimmed.upper()
     return "".join(_upper_char(c) for c in trimmed)

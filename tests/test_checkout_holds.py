@@ -84,6 +84,31 @@ def test_a_single_use_code_is_charged_for_once(shop: Engine) -> None:
     assert _redemptions(shop) == [("asha", "redeemed")]
 
 
+def test_a_code_pasted_with_blanks_around_it_is_taken_by_the_app_s_sql_calls(shop: Engine) -> None:
+    # What the app calls: payment_checkout() and redeem() with the code as the customer pasted it (from an
+    # HTML e-mail: a non-breaking space before, a line break after); the single use is still counted once.
+    code = _launch_code(shop)
+    paid = _checkout(shop, "asha", [f"\u00a0{code.lower()}\r\n"])
+    assert paid["redemption_status"] == "redeemed" and int(str(paid["discount_minor"])) > 0
+    with shop.begin() as conn:
+        again = conn.execute(
+            sa.text(
+                f"SELECT {S}.redeem('ravi', CAST(:item AS jsonb), p_codes => ARRAY[:code], "
+                "p_idempotency_key => 'order-9', p_at => :at)"
+            ),
+            {"item": '{"plan": "pro", "cycle": "annual"}', "code": f"\t{code}\u200b", "at": AT},
+        ).scalar_one()
+    # Known (so refused as used), not unknown: the tab and the zero-width space were taken off.
+    assert [(c["code"], c["reason"]) for c in again["codes"]] == [(code, "code_used")]
+    with shop.begin() as conn:
+        inside = conn.execute(
+            sa.text(f"SELECT {S}.quote('ravi', CAST(:item AS jsonb), p_codes => ARRAY[:code], p_at => :at)"),
+            {"item": '{"plan": "pro", "cycle": "annual"}', "code": f"{code[:3]} {code[3:]}", "at": AT},
+        ).scalar_one()
+    assert inside["codes"][0]["reason"] == "unknown_code"  # a blank inside a code is not trimmed
+    assert _redemptions(shop) == [("asha", "redeemed")]
+
+
 def test_concurrent_checkouts_with_one_code_charge_one_discount(shop: Engine) -> None:
     code = _launch_code(shop)
     outcomes: list[str] = []

@@ -18,7 +18,7 @@ from compiler.catalog import Catalog, Discount, Schedule
 from compiler.diagnostics import Diagnostic
 from compiler.money import ROUNDING_MODES, Currency
 from compiler.project import compile_config
-from database.promo_codes import normalize_code
+from database.promo_codes import PASTED_BLANKS, normalize_code
 from database.promotions import Item, check_code, quote
 from publishers.site import build_page_model
 from publishers.site.offers import apply_discount, current_window
@@ -277,7 +277,9 @@ PASTED = [
     "\tSAVE125",
     "SAVE125\u00a0",
     "SAVE125\u3000",
+    "\ufeff\u200bSAVE125\u2060\r\n",
     "SAVE\u200b125",
+    "SAVE 125",
 ]
 
 
@@ -296,18 +298,20 @@ def test_promo_check_and_checkout_agree_on_pasted_codes(engine: Engine, tmp_path
         at_checkout = outcome.reason != "unknown_code"
         assert (found is not None) == at_checkout, (typed, found, outcome)
         verdicts[typed] = at_checkout
-    # Only spaces are trimmed: tabs, line breaks and other blanks make the code unknown in both places.
-    assert [t for t, ok in verdicts.items() if ok] == ["save125", "  SAVE125  "]
+    # Blanks pasted at either end are taken off in both places; a blank inside leaves the code unknown.
+    assert [t for t, ok in verdicts.items() if not ok] == ["SAVE\u200b125", "SAVE 125"]
 
 
-def test_code_normalisation_is_sql_upper_btrim(engine: Engine) -> None:
+def test_code_normalisation_is_sql_upper_btrim_of_typed_codes(engine: Engine) -> None:
     # Locale-independent inputs only: PostgreSQL's upper() of non-ASCII letters follows the server's
     # LC_CTYPE (`ı` → `I` under C.UTF-8, unchanged under C).
-    typed = [*PASTED, "Welcome20", "straße", "\ufb01x20", "  ", ""]
+    blanks = [f"{c}WELCOME20{c}" for c in PASTED_BLANKS]
+    typed = [*PASTED, *blanks, "Welcome20", "straße", "\ufb01x20", "  ", "", "\u00a0\t"]
     with engine.begin() as conn:
         sql = conn.execute(
             sa.text(
-                "SELECT upper(btrim(c)) FROM unnest(CAST(:c AS text[])) WITH ORDINALITY AS x(c, n) ORDER BY n"
+                f"SELECT upper(btrim(c)) FROM unnest({SCHEMA}.typed_codes(CAST(:c AS text[]))) "
+                "WITH ORDINALITY AS x(c, n) ORDER BY n"
             ),
             {"c": typed},
         ).scalars()
