@@ -85,6 +85,7 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from bench.database import bench_database, libpq  # noqa: E402
+from bench.ledger_targets import targets  # noqa: E402
 from bench.load import Client, Throughput, run_processes  # noqa: E402
 from bench.pgbench import run_pgbench  # noqa: E402
 from bench.results import CheckFailedError, Row, check, machine, print_table  # noqa: E402
@@ -631,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {machine()}")
     rows: list[Row] = []
+    runs: dict[str, Throughput] = {}
     try:
         with bench_database("tariff_ledger_bench") as (url, where):
             settings = server_settings(url)
@@ -687,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
         f"clients, each process's calls sent together by an AdmissionBatcher of {args.batch_connections} "
         "connection(s), a transaction per batch. Clients and server share the machine."
     )
+    print("\nThe targets, durable, in this run:")
+    offered_rates = (args.spread_rate, args.hot_rate)
+    for target in targets(runs, SPREAD_TARGET, HOT_TARGET, P99_TARGET_MS, offered_rates):
+        print(f"  {target.line()}")
     if args.json:
         args.json.write_text(json.dumps([row.__dict__ for row in rows], indent=2), "utf-8")
     return 0

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bench.ledger import batch_script, prepare
-from bench.load import Client, run_clients
+from bench.ledger_targets import targets
+from bench.load import Client, Throughput, run_clients
 from bench.pgbench import run_pgbench
 
 
@@ -121,3 +122,38 @@ def test_the_ledger_benchs_pgbench_batches_admit_every_request_they_carry(
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE IF EXISTS public.bench_floor"))
+
+
+def _run(rate: float, p99_ms: float) -> Throughput:
+    """Ten seconds of calls at `rate`, 99 % of them fast and the slowest 1 % at `p99_ms`."""
+    calls = int(rate * 10)
+    slow = calls // 100 + 1
+    latencies = [0.001] * (calls - slow) + [p99_ms / 1000] * slow
+    return Throughput(calls=calls, seconds=10.0, latencies=latencies)
+
+
+def test_the_target_summary_names_the_modes_that_met_each_target_and_the_ones_that_did_not() -> None:
+    runs = {
+        "consume spread": _run(2100, 40),
+        "consume spread pooled": _run(2000, 26),
+        "consume batched spread": _run(3100, 19.5),
+        "consume pgbench pgss": _run(3050, 25),  # fast enough, too slow at the tail
+        "consume hot": _run(810, 190),
+        "consume hot pooled": _run(1200, 50),
+        "consume offered hot pooled": _run(797, 8),
+        "consume offered hot batched": _run(797, 25),
+        "consume offered hot pgbench": _run(760, 300),  # fell behind the arrivals
+        "consume offered spread batched": _run(2990, 300),
+    }
+    lines = [t.line() for t in targets(runs, 3000.0, 800.0, 20.0, (3000.0, 800.0))]
+    assert lines[0] == (
+        "≥ 3,000/s with p99 ≤ 20 ms, 1,000 accounts: met by batched (3,100/s, p99 19.5 ms); missed by "
+        "32 connections (2,100/s, p99 40.0 ms), pool (2,000/s, p99 26.0 ms), pgbench (3,050/s, p99 25.0 ms)"
+    )
+    assert lines[1] == "≥ 800/s, one hot account: met by 32 connections (810/s), pool (1,200/s)"
+    hot_offered = "p99 ≤ 20 ms, one hot account, 800/s offered: met by pool (797/s, p99 8.0 ms);"
+    assert lines[2].startswith(hot_offered)
+    assert "missed by pgbench (760/s, p99 300.0 ms), batched (797/s, p99 25.0 ms)" in lines[2]
+    assert lines[3] == (
+        "p99 ≤ 20 ms, 1,000 accounts, 3,000/s offered (stricter than the target): MISSED by every mode"
+    )
