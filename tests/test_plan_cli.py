@@ -521,10 +521,27 @@ def test_a_saved_plan_is_refused_once_the_routes_it_shows_changed(
 
     refused = tariff("apply", saved, "--config", config, "--database-url", url)
     assert refused.exit_code == 1, refused
-    assert "stale plan: the notification routes to publish are not the plan's" in refused.output
+    assert "stale plan: the notification routes apply would publish now" in refused.output
+    assert "(promotion_started;" in refused.output
     assert stored(engine)["promotion_started"] == ["ops-webhook"]  # nothing half-written
 
     assert plan(config, url, "--out", saved).exit_code == 2
     applied = tariff("apply", saved, "--config", config, "--database-url", url)
     assert applied.exit_code == 0, applied
     assert stored(engine)["promotion_started"] == []
+
+
+def test_a_saved_plan_still_applies_when_a_tick_published_its_routes_first(
+    engine: Engine, config: Path, url: str, tmp_path: Path
+) -> None:
+    apply_ok(config, url)
+    reroute(config, "promotion_started: [email]")
+    saved = tmp_path / "plan.json"
+    assert plan(config, url, "--out", saved).exit_code == 2
+    # A scheduled tick with the same config runs between the plan and its apply, and stores the routes.
+    ticked = tariff("tick", "--no-send", "--config", config, "--database-url", url)
+    assert ticked.exit_code == 0, ticked
+    assert stored(engine)["promotion_started"] == ["email"]
+    applied = tariff("apply", saved, "--config", config, "--database-url", url)
+    assert applied.exit_code == 0, applied
+    assert "No changes" in applied.output

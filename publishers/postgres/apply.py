@@ -214,10 +214,18 @@ def _check_saved(saved: dict[str, Any], plan: Plan) -> None:
             f"(revision {saved.get('live_revision')} then, {plan.live_revision} now)",
             fix="run `tariff plan` again and review the new plan",
         )
-    if saved.get("notification_routes", []) != [c.to_json() for c in plan.routes]:
+    # Every route apply would change now must have been shown, with the same outcome. The stored side may
+    # have moved meanwhile: a tick running with the same config publishes the very routes reviewed.
+    reviewed = {
+        c.get("kind"): c.get("after") for c in saved.get("notification_routes") or [] if isinstance(c, dict)
+    }
+    unreviewed = [
+        c.kind for c in plan.routes if c.kind not in reviewed or reviewed[c.kind] != c.to_json()["after"]
+    ]
+    if unreviewed:
         raise ApplyRefusedError(
-            "stale plan: the notification routes to publish are not the plan's (the config's routes or the "
-            "stored ones changed since the plan was made)",
+            "stale plan: the notification routes apply would publish now are not the ones the plan shows "
+            f"({', '.join(unreviewed)}; the config's routes or the stored ones changed since)",
             fix="run `tariff plan` again and review the new plan",
         )
 
