@@ -571,10 +571,10 @@ def refund_withdraw(
 
     A refund without a clear answer from PayU stays requested, and no other refund of the payment can be
     made while it does. When that refund is still wanted, run tariff payu refund again (same token). When it
-    is not, this command asks PayU for a refund under its token: if PayU has one, it records what PayU
-    says and withdraws nothing; if PayU has none, the refund becomes error (withdrawn), with your reason
-    and name in its history. A refund PayU acknowledged (queued, in progress) or one requested less than
-    15 minutes ago cannot be withdrawn.
+    is not, this command asks PayU for the payment's actions: if PayU has one under the refund's token, it
+    records what PayU says and withdraws nothing; if PayU's answer lists the payment and nothing under the
+    token, the refund becomes error (withdrawn), with your reason and name in its history. A refund PayU
+    acknowledged (queued, in progress), or one sent to PayU less than 15 minutes ago, cannot be withdrawn.
     """
     from cli.session import open_session
     from database.payments import PaymentError

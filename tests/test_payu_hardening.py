@@ -20,10 +20,11 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from database.payments import record_refund
 from publishers.payu.client import PayUClient
 from publishers.payu.errors import PayUError
 from publishers.payu.hashes import reverse_hash
-from publishers.payu.refunds import RefundPendingError, refund
+from publishers.payu.refunds import RefundPendingError, refund, withdraw
 from publishers.payu.webhook import status_for_sqlstate
 from tests.ledger_support import S
 from tests.payment_support import add_buyer, balance, scalar
@@ -283,11 +284,12 @@ def test_a_refund_payu_holds_under_tariffs_token_for_another_amount_is_not_recor
 
 
 def _age(shop: Shop, token: str, minutes: int = 20) -> None:
-    """As if the refund had been requested `minutes` ago."""
+    """As if the refund had been requested, and last sent, `minutes` earlier."""
     with shop.engine.begin() as conn:
         conn.execute(
             sa.text(
-                f"UPDATE {S}.refunds SET created_at = created_at - make_interval(mins => :m) WHERE token = :t"
+                f"UPDATE {S}.refunds SET created_at = created_at - make_interval(mins => :m), "
+                "updated_at = updated_at - make_interval(mins => :m) WHERE token = :t"
             ),
             {"m": minutes, "t": token},
         )
@@ -304,6 +306,13 @@ def test_an_unanswered_refund_no_longer_wanted_is_withdrawn_and_frees_its_amount
     early = shop.cli("payu", "refund-withdraw", token, "--reason", "paid back by bank transfer")
     assert early.exit_code == 1 and "PayU may still be answering it" in early.output
     assert _refund_row(shop, txnid)["status"] == "requested"
+
+    # Sent again (still unanswered): the wait starts over, as the resend may still be on its way to PayU.
+    _age(shop, token)
+    shop.sim_post("fail-next", mode="503", count=4, command="cancel_refund_transaction")
+    assert shop.cli("payu", "refund", txnid, "--reason", "customer asked").exit_code == 1
+    resent = shop.cli("payu", "refund-withdraw", token, "--reason", "paid back by bank transfer")
+    assert resent.exit_code == 1 and "was last sent to PayU at" in resent.output
 
     _age(shop, token)
     done = shop.cli("payu", "refund-withdraw", token, "--reason", "paid back by bank transfer")
@@ -345,7 +354,19 @@ def test_a_refund_payu_made_after_all_is_recorded_not_withdrawn(shop: Shop) -> N
     assert again.exit_code == 1 and "PayU has it, so it cannot be withdrawn" in again.output
 
 
-@pytest.mark.parametrize("payu", ["unreachable", "holds the token for another amount"])
+class _NoActions(requests.Session):
+    """PayU answering check_action_status with a bare status 0, as it may when it is busy."""
+
+    def post(self, url: str | bytes, data: Any = None, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        response = super().post(url, data=data, **kwargs)
+        if isinstance(data, dict) and data.get("command") == "check_action_status":
+            response._content = b'{"status": 0, "msg": "temporarily unavailable"}'
+        return response
+
+
+@pytest.mark.parametrize(
+    "payu", ["unreachable", "answers without listing the payment", "holds the token for another amount"]
+)
 def test_a_refund_is_not_withdrawn_unless_payu_shows_it_has_none(shop: Shop, payu: str) -> None:
     add_buyer(shop.engine, "asha", plan="pro")
     asha = shop.buy("asha", {"package": "extra-500"})
@@ -354,12 +375,36 @@ def test_a_refund_is_not_withdrawn_unless_payu_shows_it_has_none(shop: Shop, pay
     if payu == "unreachable":
         shop.sim_post("fail-next", mode="503", count=10, command="check_action_status")
         says = "did not answer check_action_status"
+    elif payu == "answers without listing the payment":  # a status-0 answer is no proof of "no refund"
+        proxy = PayUClient(shop.sim.url, shop.credentials, timeout=5, retries=1, session=_NoActions())
+        with pytest.raises(PayUError, match="cannot show that refund"):
+            withdraw(shop.engine, S, proxy, token, "not wanted")
+        assert _refund_row(shop, asha["txnid"])["status"] == "requested"
+        return
     else:
         shop.client.cancel_refund_transaction(asha["sim"]["mihpayid"], token, Decimal("100.00"))
         says = "not Tariff's refund"
     refused = shop.cli("payu", "refund-withdraw", token, "--reason", "not wanted")
     assert refused.exit_code == 1 and says in refused.output
     assert _refund_row(shop, asha["txnid"])["status"] == "requested"
+
+
+def test_a_withdrawn_refund_payu_reports_made_after_all_is_reopened_and_recorded(shop: Shop) -> None:
+    add_buyer(shop.engine, "asha", plan="pro")
+    txnid = str(shop.buy("asha", {"package": "extra-500"})["txnid"])
+    token = _unanswered_refund(shop, txnid)
+    _age(shop, token)
+    assert shop.cli("payu", "refund-withdraw", token, "--reason", "not wanted").exit_code == 0
+    refund_id = int(_refund_row(shop, txnid)["id"])
+    # However unlikely after PayU showed none: PayU's report that it paid the refund is what counts.
+    with shop.engine.begin() as conn:
+        out = record_refund(conn, S, refund_id, "SUCCESS", request_id="RQ-LATE", source="reconcile")
+    assert out["status"] == "success" and out["payment_status"] == "refunded"
+    row = _refund_row(shop, txnid)
+    assert [h["status"] for h in row["history"]][-3:] == ["error", "requested", "success"]
+    assert "reopened: PayU reported SUCCESS after it was withdrawn" in row["history"][-2]["detail"]
+    assert _payment(shop.engine, txnid)["refunded_minor"] == 176882
+    assert balance(shop.engine, "asha") == 0  # the pack's credits were taken back with the refund
 
 
 def test_withdrawing_names_what_is_wrong(shop: Shop) -> None:

@@ -508,16 +508,26 @@ def test_routes_and_catalog_changes_are_applied_together(
     assert stored(engine)["promotion_started"] == ["email"]
 
 
-def test_a_saved_plan_is_refused_once_the_routes_it_shows_changed(
-    engine: Engine, config: Path, url: str, tmp_path: Path
-) -> None:
+def saved_route_plan(config: Path, url: str, tmp_path: Path) -> Path:
+    """Published as shipped, then promotion_started rerouted to email and planned into plan.json."""
     apply_ok(config, url)
     reroute(config, "promotion_started: [email]")
     saved = tmp_path / "plan.json"
     assert plan(config, url, "--out", saved).exit_code == 2
-    reroute_again = config / "tariff.yaml"
-    text = reroute_again.read_text("utf-8").replace("promotion_started: [email]", "promotion_started: []")
-    reroute_again.write_text(text, "utf-8")
+    return saved
+
+
+def edit_route(config: Path, new: str) -> None:
+    """The config edited after the plan: promotion_started's route (email) becomes `new`."""
+    path = config / "tariff.yaml"
+    path.write_text(path.read_text("utf-8").replace("promotion_started: [email]", new), "utf-8")
+
+
+def test_a_saved_plan_is_refused_once_the_routes_it_shows_changed(
+    engine: Engine, config: Path, url: str, tmp_path: Path
+) -> None:
+    saved = saved_route_plan(config, url, tmp_path)
+    edit_route(config, "promotion_started: []")
 
     refused = tariff("apply", saved, "--config", config, "--database-url", url)
     assert refused.exit_code == 1, refused
@@ -534,10 +544,7 @@ def test_a_saved_plan_is_refused_once_the_routes_it_shows_changed(
 def test_a_saved_plan_still_applies_when_a_tick_published_its_routes_first(
     engine: Engine, config: Path, url: str, tmp_path: Path
 ) -> None:
-    apply_ok(config, url)
-    reroute(config, "promotion_started: [email]")
-    saved = tmp_path / "plan.json"
-    assert plan(config, url, "--out", saved).exit_code == 2
+    saved = saved_route_plan(config, url, tmp_path)
     # A scheduled tick with the same config runs between the plan and its apply, and stores the routes.
     ticked = tariff("tick", "--no-send", "--config", config, "--database-url", url)
     assert ticked.exit_code == 0, ticked
@@ -545,3 +552,14 @@ def test_a_saved_plan_still_applies_when_a_tick_published_its_routes_first(
     applied = tariff("apply", saved, "--config", config, "--database-url", url)
     assert applied.exit_code == 0, applied
     assert "No changes" in applied.output
+
+
+def test_a_saved_plan_is_refused_when_a_route_it_shows_was_reverted_in_the_config(
+    engine: Engine, config: Path, url: str, tmp_path: Path
+) -> None:
+    saved = saved_route_plan(config, url, tmp_path)
+    edit_route(config, SHIPPED_ROUTE)
+    refused = tariff("apply", saved, "--config", config, "--database-url", url)
+    assert refused.exit_code == 1, refused
+    assert "stale plan: the notification routes apply would publish now" in refused.output
+    assert stored(engine)["promotion_started"] == ["ops-webhook"]

@@ -8,9 +8,71 @@
 -- who withdrew it and why.
 --
 -- Only a refund PayU never acknowledged can be withdrawn: status `requested` and no PayU request id. The
--- caller must first have asked PayU for a refund under the token and found none (`tariff payu
--- refund-withdraw` does that); this function cannot see PayU. It also refuses a refund requested less than
--- p_min_age ago, whose request may still be on its way to PayU.
+-- caller must first have asked PayU for the payment's actions and found none under the token (`tariff payu
+-- refund-withdraw` does that); this function cannot see PayU. It also waits p_min_age from the last time
+-- the refund was sent: request_refund() hands an unanswered refund back for resending without touching its
+-- row, so it now stamps `updated_at` when it does, and a refund resent a moment ago is not withdrawn while
+-- the resend may still be on its way to PayU.
+--
+-- PayU's word wins: should PayU report a withdrawn refund as queued, in progress or done after all,
+-- record_refund() reopens it (status `requested` again, the withdrawal kept in its history) and records
+-- what PayU says, with everything that follows from it (a success takes back credits and is counted on
+-- the payment). A settled refund ignores later reports, so without this money PayU paid out would not show.
+
+ALTER FUNCTION request_refund(text, bigint, text, text, timestamptz) RENAME TO request_refund_exact;
+ALTER FUNCTION record_refund(bigint, text, text, text, jsonb, text, text, text, timestamptz)
+    RENAME TO record_refund_exact;
+
+CREATE FUNCTION request_refund(
+    p_txnid        text,
+    p_amount_minor bigint DEFAULT NULL,
+    p_reason       text DEFAULT NULL,
+    p_actor        text DEFAULT NULL,
+    p_at           timestamptz DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_result jsonb;
+BEGIN
+    v_result := request_refund_exact(p_txnid, p_amount_minor, p_reason, p_actor, p_at);
+    IF (v_result->>'retry')::boolean THEN
+        UPDATE refunds SET updated_at = coalesce(p_at, now()) WHERE id = (v_result->>'id')::bigint;
+        v_result := v_result || jsonb_build_object('updated_at', coalesce(p_at, now()));
+    END IF;
+    RETURN v_result;
+END
+$$;
+
+CREATE FUNCTION record_refund(
+    p_refund_id     bigint,
+    p_status        text,
+    p_request_id    text DEFAULT NULL,
+    p_source        text DEFAULT 'refund',
+    p_payload       jsonb DEFAULT '{}',
+    p_error_code    text DEFAULT NULL,
+    p_error_message text DEFAULT NULL,
+    p_bank_ref      text DEFAULT NULL,
+    p_at            timestamptz DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF upper(btrim(p_status)) IN ('QUEUED', 'SUCCESS', 'IN PROGRESS', 'IN_PROGRESS', 'REQUESTED', 'PENDING') THEN
+        UPDATE refunds
+           SET status = 'requested', settled_at = NULL, error_code = NULL, error_message = NULL,
+               updated_at = coalesce(p_at, now()),
+               history = history || jsonb_build_array(jsonb_build_object(
+                   'status', 'requested', 'at', coalesce(p_at, now()), 'source', p_source,
+                   'detail', 'reopened: PayU reported ' || upper(btrim(p_status)) || ' after it was withdrawn'))
+         WHERE id = p_refund_id AND status = 'error' AND error_code = 'withdrawn';
+    END IF;
+    RETURN record_refund_exact(p_refund_id, p_status, p_request_id, p_source, p_payload, p_error_code,
+                               p_error_message, p_bank_ref, p_at);
+END
+$$;
 
 CREATE FUNCTION withdraw_refund(
     p_token   text,
@@ -26,10 +88,15 @@ DECLARE
     v_at     timestamptz := coalesce(p_at, now());
     v_refund refunds;
     v_txnid  text;
+    v_sent   timestamptz;
 BEGIN
     IF coalesce(btrim(p_reason), '') = '' THEN
         RAISE EXCEPTION 'a reason is required to withdraw a refund' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'say why, e.g. --reason "paid back by bank transfer"';
+    END IF;
+    IF p_min_age IS NULL OR p_min_age < interval '0' THEN
+        RAISE EXCEPTION 'p_min_age must be a length of time, not %', coalesce(p_min_age::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'leave it out for the default, 15 minutes';
     END IF;
     SELECT * INTO v_refund FROM refunds WHERE token = p_token FOR UPDATE;
     IF NOT FOUND THEN
@@ -48,18 +115,20 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'follow it to its end with tariff payu refunds --poll';
     END IF;
-    IF v_refund.created_at > v_at - p_min_age THEN
-        RAISE EXCEPTION 'refund % of % was requested at %, less than % ago: PayU may still be answering it',
-            p_token, v_txnid, v_refund.created_at, p_min_age
+    v_sent := greatest(v_refund.created_at, v_refund.updated_at);
+    IF v_sent > v_at - p_min_age THEN
+        RAISE EXCEPTION 'refund % of % was last sent to PayU at %, less than % ago: PayU may still be answering it',
+            p_token, v_txnid, v_sent, p_min_age
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('withdraw it after %s', v_refund.created_at + p_min_age);
+                  HINT = format('withdraw it after %s', v_sent + p_min_age);
     END IF;
-    RETURN record_refund(v_refund.id, 'error', NULL, 'withdrawn',
-                         jsonb_build_object('actor', p_actor, 'reason', btrim(p_reason)), 'withdrawn',
-                         format('withdrawn by %s: %s', coalesce(p_actor, 'unknown'), btrim(p_reason)), NULL, v_at);
+    RETURN record_refund_exact(v_refund.id, 'error', NULL, 'withdrawn',
+                               jsonb_build_object('actor', p_actor, 'reason', btrim(p_reason)), 'withdrawn',
+                               format('withdrawn by %s: %s', coalesce(p_actor, 'unknown'), btrim(p_reason)),
+                               NULL, v_at);
 END
 $$;
 
 COMMENT ON FUNCTION withdraw_refund(text, text, text, timestamptz, interval) IS
-    'Give up a refund PayU never acknowledged (requested, no request id, older than p_min_age): it becomes '
-    'error/withdrawn and frees its amount. Ask PayU for a refund under its token first.';
+    'Give up a refund PayU never acknowledged (requested, no request id, last sent over p_min_age ago): it '
+    'becomes error/withdrawn and frees its amount. Ask PayU for the payment''s actions first.';

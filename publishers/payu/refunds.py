@@ -86,15 +86,19 @@ def find_at_payu(client: PayUClient, asked: AskedRefund) -> RefundStatus | None:
         return None
     if not found:
         return None
-    differences = _differences(found[0], asked)
+    _check_ours(found[0], asked)
+    return found[0]
+
+
+def _check_ours(state: RefundStatus, asked: AskedRefund) -> None:
+    differences = _differences(state, asked)
     if differences:
         raise RefundMismatchError(
-            f"PayU's refund {found[0].request_id or '-'} is not Tariff's refund {asked.token}: "
+            f"PayU's refund {state.request_id or '-'} is not Tariff's refund {asked.token}: "
             + ", ".join(differences),
             MISMATCH_FIX,
             code="refund_mismatch",
         )
-    return found[0]
 
 
 def _record_status(
@@ -219,23 +223,44 @@ def withdraw(
 ) -> dict[str, Any]:
     """Give up an unanswered refund (requested, no request id) that is no longer wanted, freeing its amount.
 
-    PayU is asked for a refund under the token first. When it has one, what it says is recorded (the
-    refund moves on as a poll would move it) and nothing is withdrawn; when PayU cannot be reached, nothing
-    changes. The database then checks again under the refund's lock (withdraw_refund, migration 0031).
+    PayU must first show that it has no refund under the token: its list of the payment's actions has to
+    include the payment itself (so the answer is about this payment, not an error or an empty reply) and
+    nothing under the token. When PayU has an action under the token, what it says is recorded (the refund
+    moves on as a poll would move it) and nothing is withdrawn; when PayU cannot be reached or does not
+    list the payment, nothing changes. The database then checks again under the refund's lock
+    (withdraw_refund, migration 0031).
     """
     with engine.begin() as conn:
         found = refunds(conn, schema, token=token)
     if found and found[0]["status"] == "requested" and not found[0].get("request_id"):
-        row = found[0]
-        state = find_at_payu(client, AskedRefund.from_row(row))
-        if state is not None and state.status:
-            recorded = _record_status(engine, schema, int(row["id"]), state, "reconcile")
-            raise RefundAtPayUError(
-                f"PayU has refund {token} of {row['amount_text']} {row['currency']} on {row['txnid']} "
-                f"({state.status}, request {state.request_id or '-'}): recorded it as {recorded['status']} "
-                "instead of withdrawing it",
-                "follow it to its end with tariff payu refunds --poll",
-                code="refund_at_payu",
-            )
+        _show_none_at_payu(engine, schema, client, found[0])
     with engine.begin() as conn:
         return withdraw_refund(conn, schema, token, reason, actor, at)
+
+
+def _show_none_at_payu(engine: Engine, schema: str, client: PayUClient, row: dict[str, Any]) -> None:
+    """Raise unless PayU's answer about the refund's payment positively shows no action under its token."""
+    asked = AskedRefund.from_row(row)
+    what = f"refund {asked.token} of {row['amount_text']} {row['currency']} on {row['txnid']}"
+    if not asked.mihpayid:
+        return  # PayU never knew the payment by its id, so no refund of it can have been sent (refund())
+    actions = client.check_action_status_by_mihpayid(asked.mihpayid)
+    if not any(a.action == "capture" for a in actions):
+        raise PayUUnclearAnswerError(
+            f"PayU's answer does not list payment {asked.mihpayid} itself, so it cannot show that {what} "
+            "was never made; nothing was withdrawn",
+            "try again later; if PayU keeps answering so, compare with PayU's dashboard first",
+            code="refund_unproven",
+        )
+    mine = [a for a in actions if a.action != "capture" and a.token == asked.token]
+    if not mine:
+        return
+    state = mine[0]
+    _check_ours(state, asked)
+    recorded = _record_status(engine, schema, int(row["id"]), state, "reconcile") if state.status else row
+    raise RefundAtPayUError(
+        f"PayU has {what} ({state.status or 'no status given'}, request {state.request_id or '-'}): "
+        f"recorded it as {recorded['status']} instead of withdrawing it",
+        "follow it to its end with tariff payu refunds --poll",
+        code="refund_at_payu",
+    )

@@ -216,11 +216,15 @@ def _check_saved(saved: dict[str, Any], plan: Plan) -> None:
         )
     # Every route apply would change now must have been shown, with the same outcome. The stored side may
     # have moved meanwhile: a tick running with the same config publishes the very routes reviewed.
-    reviewed = {
-        c.get("kind"): c.get("after") for c in saved.get("notification_routes") or [] if isinstance(c, dict)
-    }
-    unreviewed = [
-        c.kind for c in plan.routes if c.kind not in reviewed or reviewed[c.kind] != c.to_json()["after"]
+    # And every route it shows must still be the config's, or apply would quietly not make that change.
+    shown = [c for c in saved.get("notification_routes") or [] if isinstance(c, dict)]
+    reviewed = {str(c.get("kind")): c.get("after") for c in shown}
+    desired = plan.desired.settings.routes if plan.desired is not None else {}
+    unreviewed = [c.kind for c in plan.routes if reviewed.get(c.kind, ...) != c.to_json()["after"]]
+    unreviewed += [
+        kind
+        for kind, after in reviewed.items()
+        if (list(desired[kind]) if kind in desired else None) != after and kind not in unreviewed
     ]
     if unreviewed:
         raise ApplyRefusedError(
