@@ -20,7 +20,6 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from database.payments import record_refund
 from publishers.payu.client import PayUClient
 from publishers.payu.errors import PayUError
 from publishers.payu.hashes import reverse_hash
@@ -391,19 +390,21 @@ def test_a_refund_is_not_withdrawn_unless_payu_shows_it_has_none(shop: Shop, pay
 
 def test_a_withdrawn_refund_payu_reports_made_after_all_is_reopened_and_recorded(shop: Shop) -> None:
     add_buyer(shop.engine, "asha", plan="pro")
-    txnid = str(shop.buy("asha", {"package": "extra-500"})["txnid"])
+    asha = shop.buy("asha", {"package": "extra-500"})
+    txnid = str(asha["txnid"])
     token = _unanswered_refund(shop, txnid)
     _age(shop, token)
     assert shop.cli("payu", "refund-withdraw", token, "--reason", "not wanted").exit_code == 0
-    refund_id = int(_refund_row(shop, txnid)["id"])
-    # However unlikely after PayU showed none: PayU's report that it paid the refund is what counts.
-    with shop.engine.begin() as conn:
-        out = record_refund(conn, S, refund_id, "SUCCESS", request_id="RQ-LATE", source="reconcile")
-    assert out["status"] == "success" and out["payment_status"] == "refunded"
+    # However unlikely after PayU showed none: PayU makes the refund under that token and says so in its
+    # callback. PayU's word is what counts.
+    late = shop.client.cancel_refund_transaction(asha["sim"]["mihpayid"], token, Decimal("1768.82"))
+    settled = shop.sim_post("settle-refunds", request_id=late.request_id)
+    assert [c["status_code"] for c in settled["callbacks"]] == [200]
     row = _refund_row(shop, txnid)
+    assert (row["status"], row["request_id"]) == ("success", late.request_id)
     assert [h["status"] for h in row["history"]][-3:] == ["error", "requested", "success"]
     assert "reopened: PayU reported SUCCESS after it was withdrawn" in row["history"][-2]["detail"]
-    assert _payment(shop.engine, txnid)["refunded_minor"] == 176882
+    assert _payment(shop.engine, txnid)["status"] == "refunded"
     assert balance(shop.engine, "asha") == 0  # the pack's credits were taken back with the refund
 
 
