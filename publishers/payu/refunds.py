@@ -257,10 +257,13 @@ def _show_none_at_payu(engine: Engine, schema: str, client: PayUClient, row: dic
         return
     state = mine[0]
     _check_ours(state, asked)
-    recorded = _record_status(engine, schema, int(row["id"]), state, "reconcile") if state.status else row
+    done = "left it requested"
+    if state.status:
+        recorded = _record_status(engine, schema, int(row["id"]), state, "reconcile")
+        done = f"recorded it as {recorded['status']}"
     raise RefundAtPayUError(
         f"PayU has {what} ({state.status or 'no status given'}, request {state.request_id or '-'}): "
-        f"recorded it as {recorded['status']} instead of withdrawing it",
+        f"{done} instead of withdrawing it",
         "follow it to its end with tariff payu refunds --poll",
         code="refund_at_payu",
     )
